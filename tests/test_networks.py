@@ -56,7 +56,7 @@ def test_generator_parity(name):
     assert_close(_img(img), data['img'], name='img')
     assert_close(_img(synth(params, buffers, jnp.asarray(data['ws_trunc']), None)), data['img_trunc'],
                  name='img_trunc')
-    img_g = generator.apply(params, buffers, z, c, cfg)   # the whole G(z, c), un-jitted
+    img_g = jax.jit(lambda p, b, z, c: generator.apply(p, b, z, c, cfg))(params, buffers, z, c)  # whole G(z, c)
     assert_close(_img(img_g), data['img_G_forward'], name='img_G_forward')
     if 'img_noise_none' in data:
         assert_close(_img(synth(params, buffers, jnp.asarray(data['ws']), None, noise_mode='none')),
@@ -110,3 +110,24 @@ def test_discriminator_parity(name):
 def test_golden_cases_discovered():
     golden.require_golden()
     assert len(G_CASES) >= 5 and len(D_CASES) >= 2, (G_CASES, D_CASES)
+
+
+@pytest.mark.parametrize('name', [n for n in G_CASES if golden.golden_dir() and
+                                  (golden.golden_dir() / f'acts_G_{n}.npz').exists()])
+def test_generator_activations_parity(name):
+    """Every layer's output for sample 0 (first 16 channels) matches `acts_G_<name>.npz`."""
+    from sg3jax.networks import synthesis_sg2, synthesis_sg3
+    _, cfg, params, buffers = _load_G(name)
+    acts_ref = golden.load(f'acts_G_{name}')
+    s = generator.spec(cfg)
+    ws = jnp.asarray(acts_ref['ws'])                                       # batch of one
+    module = synthesis_sg3 if s.arch == 'stylegan3' else synthesis_sg2
+    img, acts = jax.jit(lambda p, b, ws: module.synthesis_apply(p, b, ws, s.synthesis, return_activations=True))(
+        params['synthesis'], buffers['synthesis'], ws)
+    keys = [k for k in acts_ref if k.startswith('act/')]
+    assert keys
+    for k in keys:
+        ref = acts_ref[k]
+        ours = nhwc_to_nchw(acts[k[4:]])[:, :ref.shape[1]]
+        assert_close(ours, ref, name=k)
+    assert_close(_img(img), acts_ref['img'], name='img')
