@@ -264,6 +264,35 @@ def _upfirdn2d_fast(x, f, up, down, padding, flip_filter, gain):
     x = _fir_1d(x, np.ascontiguousarray(gy), axis=1, up=upy, down=downy, p0=py0, p1=py1)
     return x
 
+def _upfirdn2d_fast_with_vjp(x, f, up, down, padding, flip_filter, gain):
+    """The fast path with its adjoint as the gradient: upfirdn2d is linear in x, and its transpose is another
+    upfirdn2d with up and down swapped, the filter flipped and the padding mirrored (as the official CUDA op's
+    backward). Left to autodiff, the transpose of the shifted slices becomes one padded full-size array per tap,
+    which measured 5-15x slower than the forward; this keeps the backward as cheap as the forward, and since the
+    backward is itself differentiable the R1 penalty's double backward takes the same fast path."""
+    upx, upy = up
+    downx, downy = down
+    px0, px1, py0, py1 = padding
+    fw, fh = filter_size(f)
+    _, in_h, in_w, _ = x.shape
+
+    @jax.custom_vjp
+    def fn(x):
+        return _upfirdn2d_fast(x, f, up, down, padding, flip_filter, gain)
+
+    def fwd(x):
+        return fn(x), None
+
+    def bwd(_, dy):
+        out_h, out_w = dy.shape[1], dy.shape[2]
+        p = [fw - px0 - 1, in_w * upx - out_w * downx + px0 - upx + 1,
+             fh - py0 - 1, in_h * upy - out_h * downy + py0 - upy + 1]
+        dx = _upfirdn2d_fast_with_vjp(dy, f, down, up, p, not flip_filter, gain)
+        return (dx,)
+
+    fn.defvjp(fwd, bwd)
+    return fn(x)
+
 #----------------------------------------------------------------------------
 
 def upfirdn2d(
@@ -294,7 +323,7 @@ def upfirdn2d(
     if impl == 'fast':
         if isinstance(f, jax.core.Tracer):
             return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)  # traced filter: no constant taps
-        return _upfirdn2d_fast(x, f, up, down, padding, flip_filter, gain)
+        return _upfirdn2d_fast_with_vjp(x, f, up, down, padding, flip_filter, gain)
     raise ValueError(f"impl must be 'fast' or 'ref', got {impl!r}")
 
 #----------------------------------------------------------------------------
