@@ -16,11 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sg3jax.networks import discriminator, generator
+from sg3jax.networks import discriminator, generator, presets
 
 SMALL = dict(z_dim=64, c_dim=0, w_dim=64, img_channels=3, mapping_kwargs={'num_layers': 2}, channel_base=4096,
              channel_max=128)
-DEFAULT = dict(z_dim=512, c_dim=0, w_dim=512, img_channels=3, mapping_kwargs={'num_layers': 2})
 
 G_CONFIGS = {
     # The golden configs (../shared/golden README).
@@ -29,15 +28,11 @@ G_CONFIGS = {
                     conv_kernel=1, use_radial_filters=True),
     'sg2_64': dict(arch='stylegan2', img_resolution=64, **SMALL),
     # Default capacity StyleGAN3-T (channel_base 32768, channel_max 512).
-    'T-64': dict(arch='stylegan3', img_resolution=64, **DEFAULT),
-    'T-128': dict(arch='stylegan3', img_resolution=128, **DEFAULT),
-    'T-256': dict(arch='stylegan3', img_resolution=256, **DEFAULT),
+    **{f'T-{r}': presets.network_configs('stylegan3-t', r)[0] for r in (64, 128, 256)},
 }
 D_CONFIGS = {
     'D_64': dict(c_dim=0, img_resolution=64, img_channels=3, channel_base=4096, channel_max=128),
-    'D-64': dict(c_dim=0, img_resolution=64, img_channels=3),
-    'D-128': dict(c_dim=0, img_resolution=128, img_channels=3),
-    'D-256': dict(c_dim=0, img_resolution=256, img_channels=3),
+    **{f'D-{r}': presets.network_configs('stylegan3-t', r)[1] for r in (64, 128, 256)},
 }
 
 

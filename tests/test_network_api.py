@@ -10,16 +10,11 @@ import pytest
 import golden
 from golden import assert_close
 from sg3jax import convert
-from sg3jax.networks import discriminator, generator, synthesis_sg3
+from sg3jax.networks import discriminator, generator, presets, synthesis_sg3
 
-BASE_1024 = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3)
-# The official train.py configs: T; R doubles channel_base/max and uses 1x1 convs + radial filters; SG2 maps 8.
-OFFICIAL_1024 = {
-    'stylegan3-t': (dict(arch='stylegan3', mapping_kwargs={'num_layers': 2}, **BASE_1024), 22.31e6),
-    'stylegan3-r': (dict(arch='stylegan3', mapping_kwargs={'num_layers': 2}, channel_base=65536, channel_max=1024,
-                         conv_kernel=1, use_radial_filters=True, **BASE_1024), 15.09e6),
-    'stylegan2': (dict(arch='stylegan2', mapping_kwargs={'num_layers': 8}, **BASE_1024), 30.37e6),
-}
+# The official train.py configurations at 1024 px and their published G parameter counts.
+OFFICIAL_1024 = {name: (presets.network_configs(name, 1024), count) for name, count in
+                 (('stylegan3-t', 22.31e6), ('stylegan3-r', 15.09e6), ('stylegan2', 30.37e6))}
 
 
 def _count(tree):
@@ -28,14 +23,27 @@ def _count(tree):
 
 @pytest.mark.parametrize('name', sorted(OFFICIAL_1024))
 def test_official_1024_parameter_counts(name):
-    cfg, expected = OFFICIAL_1024[name]
+    (cfg, _), expected = OFFICIAL_1024[name]
     params, _ = jax.eval_shape(lambda k: generator.init(k, cfg), jax.random.key(0))
     assert round(_count(params) / 1e4) == round(expected / 1e4)   # the official summary's 2-decimal millions
 
 
+def test_presets_follow_official_train_py():
+    g, d = presets.network_configs('stylegan3-r', 512, c_dim=3, batch_size=64)
+    assert (g['conv_kernel'], g['channel_base'], g['channel_max'], g['use_radial_filters']) == (1, 65536, 1024, True)
+    assert g['magnitude_ema_beta'] == 0.5 ** (64 / 20000) and g['mapping_kwargs'] == {'num_layers': 2}
+    assert (d['channel_base'], d['channel_max'], d['c_dim']) == (32768, 512, 3)
+    g2, _ = presets.network_configs('stylegan2', 256)
+    assert g2['mapping_kwargs'] == {'num_layers': 8} and g2['fused_modconv_default'] == 'inference_only'
+    params, _ = jax.eval_shape(lambda k: discriminator.init(k, d), jax.random.key(0))
+    assert params['mapping']['fc7']['weight'].shape == (512, 512)    # cmap_dim = channels at 4x4
+    with pytest.raises(ValueError, match='power of two'):
+        presets.network_configs('stylegan3-t', 1000)
+
+
 def test_sg3t_1024_layer_schedule():
     """Layer names/sizes derived as the official constructor (sizes = sampling rate + 2*margin, last two = R)."""
-    s = generator.spec(OFFICIAL_1024['stylegan3-t'][0]).synthesis
+    s = generator.spec(OFFICIAL_1024['stylegan3-t'][0][0]).synthesis
     assert s.num_ws == 16 and len(s.layers) == 15
     assert s.layers[0].name == 'L0_36_512' and s.layers[-1].name == 'L14_1024_3'
     assert [l.out_size for l in s.layers[-3:]] == [1044, 1024, 1024]
@@ -102,8 +110,9 @@ def test_update_emas_returns_updated_buffers_and_mutates_nothing():
     assert_close(nb['mapping']['w_avg'], w_mean + beta * (before['mapping']['w_avg'] - w_mean), name='w_avg')
 
     # magnitude_ema of layer i tracks the mean square of its input (the previous layer's output).
-    _, acts = synthesis_sg3.synthesis_apply(gp['synthesis'], gb['synthesis'], ws, s.synthesis,
-                                            return_activations=True)
+    _, acts = jax.jit(lambda p, b, ws: synthesis_sg3.synthesis_apply(p, b, ws, s.synthesis,
+                                                                     return_activations=True))(
+        gp['synthesis'], gb['synthesis'], ws)
     beta = s.synthesis.magnitude_ema_beta
     prev = 'input'
     for layer in s.synthesis.layers:
@@ -112,7 +121,7 @@ def test_update_emas_returns_updated_buffers_and_mutates_nothing():
         assert_close(nb['synthesis'][layer.name]['magnitude_ema'], cur + beta * (old - cur), name=layer.name)
         prev = layer.name
     # The image of the update pass uses the *updated* magnitude_ema, as the official forward does.
-    img_after = generator.synthesis(gp, nb, ws, g_cfg)
+    img_after = jax.jit(lambda p, b, ws: generator.synthesis(p, b, ws, g_cfg))(gp, nb, ws)
     assert_close(img, img_after, name='img with updated buffers')
     # Frozen fields are carried over unchanged.
     np.testing.assert_array_equal(nb['synthesis']['input']['freqs'], before['synthesis']['input']['freqs'])
@@ -159,5 +168,5 @@ def test_init_matches_official_initialisation_rules():
     np.testing.assert_array_equal(p['synthesis'][layer0]['affine']['bias'], 1)
     assert 50 < float(jnp.std(p['mapping']['fc0']['weight'])) < 150    # N(0, 1) / 0.01
     np.testing.assert_allclose(np.linalg.norm(b['synthesis']['input']['freqs'], axis=1).max(), 2, atol=2)
-    img = generator.apply(p, b, jnp.ones([2, 8]), None, cfg)
+    img = jax.jit(lambda p, b, z: generator.apply(p, b, z, None, cfg))(p, b, jnp.ones([2, 8]))
     assert img.shape == (2, 16, 16, 3) and np.all(np.isfinite(img))
