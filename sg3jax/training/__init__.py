@@ -1,0 +1,1 @@
+"""Training: losses, update steps, EMA, configs and checkpoints."""
