@@ -152,8 +152,10 @@ def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, noise_mode='const'
     """ws [N, num_ws, w_dim] -> images [N, R, R, C] (NHWC).
 
     noise_mode: 'const' (the stored noise_const buffers; the default here, since it needs no key), 'random'
-    (needs `noise_key`), or 'none'. fused_modconv: None = the config's `fused_modconv_default`; the official
-    'inference_only' value means fused for inference, which is what this function does (training passes False).
+    (needs `noise_key`), or 'none'. fused_modconv: None = the config's `fused_modconv_default`. The official
+    'inference_only' (grouped convs for inference, dense for training) maps to the dense form everywhere here:
+    on XLA the dense form is the faster one in both cases, and XLA's SPMD partitioner mis-partitions the
+    batch-grouped convolution's gradient over a sharded batch.
     """
     if noise_mode not in ('random', 'const', 'none'):
         raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
@@ -162,7 +164,7 @@ def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, noise_mode='const'
     if fused_modconv is None:
         fused_modconv = spec.fused_modconv_default
     if fused_modconv == 'inference_only':
-        fused_modconv = True
+        fused_modconv = False
     ws = ws.astype(jnp.float32)
     f = _resample_filter(spec)
     n_layers = 2 * len(spec.blocks)

@@ -1,0 +1,254 @@
+"""The training state and its jit-compiled update steps, data-parallel over a `data` mesh axis.
+
+State: a plain nested dict of arrays (no functions inside, so `eval_shape`, Orbax and parameter counts are
+trivial):
+
+    {'G', 'D', 'G_ema':               parameters (replicated)
+     'G_opt', 'D_opt':                optax Adam states
+     'buffers': {'G', 'G_ema', 'pl_mean'}:  G's w_avg / magnitude_ema / frozen buffers, the EMA copy, path-length mean
+     'step':  minibatches done (the official batch_idx), 'nimg': images shown (cur_nimg)}
+
+One jitted function per phase, as the official loop runs phases (Gmain|Gboth, Greg every G_reg_interval,
+Dmain, Dreg every D_reg_interval, then the G EMA), each taking the whole state (donated) and the global batch
+sharded on `data`. Randomness is stateless: key = fold_in(fold_in(seed_key, step), phase_id), so the numbers do
+not depend on how many devices share the batch.
+
+Choices where the official code is per-GPU (documented in STYLE.md section 4):
+  * Minibatch-std groups are formed within chunks of `batch_gpu` consecutive samples of the global batch, computed
+    under `jax.shard_map` so no group crosses a device. With batch_gpu = per-device batch this is exactly the
+    official per-GPU grouping, and on fewer devices it emulates the same chunks, so 1 and 8 devices agree.
+  * Batch statistics that update buffers (w_avg, magnitude_ema) and StyleGAN3's batch-wide style normalisation
+    use the global batch (the official code uses each GPU's batch and keeps rank 0's buffers). Equivalent in
+    expectation; identical on one device.
+  * Gradients are means over the global batch (the official all-reduce averages per-GPU means: the same with
+    equal per-GPU batches), then nan_to_num(nan=0, posinf=1e5, neginf=-1e5) as the official loop.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from sg3jax.networks import discriminator, generator
+from sg3jax.networks.discriminator import minibatch_std
+from sg3jax.training import loss as L
+
+PHASE_IDS = {'Gmain': 0, 'Greg': 1, 'Dmain': 2, 'Dreg': 3, 'ema': 4}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """Static hyperparameters of the update steps (hashable: closed over by the jitted functions)."""
+    G_cfg_json: str
+    D_cfg_json: str
+    batch_size: int
+    batch_gpu: int                  # minibatch-std chunk (official per-GPU batch)
+    glr: float
+    dlr: float
+    G_reg_interval: Optional[int]
+    D_reg_interval: Optional[int]
+    r1_gamma: float
+    style_mixing_prob: float = 0.0
+    pl_weight: float = 0.0
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    blur_init_sigma: float = 0.0
+    blur_fade_kimg: float = 0.0
+    ema_kimg: float = 10.0
+    ema_rampup: Optional[float] = 0.05
+    nan_policy: str = 'stop'        # 'stop': record the first non-finite step/phase; 'skip': drop that update
+
+    @property
+    def G_cfg(self):
+        import json
+        return json.loads(self.G_cfg_json)
+
+    @property
+    def D_cfg(self):
+        import json
+        return json.loads(self.D_cfg_json)
+
+
+def make_optimizer(lr, reg_interval):
+    """Adam(betas=(0, 0.99), eps=1e-8) with the lazy-regularisation adjustment (official training_loop.py):
+    with a regularisation phase every `reg_interval` minibatches, lr *= r and betas **= r, r = I / (I + 1)."""
+    r = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+    return optax.adam(lr * r, b1=0.0 ** r, b2=0.99 ** r, eps=1e-8)
+
+
+def init_state(key, spec: TrainSpec):
+    """The initial training state (G_ema starts as a copy of G, as the official deepcopy)."""
+    k_g, k_d = jax.random.split(key)
+    G, G_buffers = generator.init(k_g, spec.G_cfg)
+    D, _ = discriminator.init(k_d, spec.D_cfg)
+    return {
+        'G': G, 'D': D, 'G_ema': jax.tree.map(jnp.copy, G),   # distinct buffers: the state is donated
+        'G_opt': make_optimizer(spec.glr, spec.G_reg_interval).init(G),
+        'D_opt': make_optimizer(spec.dlr, spec.D_reg_interval).init(D),
+        'buffers': {'G': G_buffers, 'G_ema': jax.tree.map(jnp.copy, G_buffers),
+                    'pl_mean': jnp.zeros([], jnp.float32)},
+        'step': jnp.zeros([], jnp.int32), 'nimg': jnp.zeros([], jnp.int32),
+        # First non-finite loss seen: step * 8 + phase id, or -1 (read at log ticks; see nan_policy).
+        'nonfinite': jnp.full([], -1, jnp.int32),
+    }
+
+
+def chunked_minibatch_std(mesh, batch_gpu):
+    """Minibatch-std over chunks of `batch_gpu` samples, per device (shard_map over `data`)."""
+    def local(x, group_size, num_channels):
+        n = x.shape[0]
+        if n % batch_gpu:
+            raise ValueError(f'per-device batch {n} is not a multiple of batch_gpu {batch_gpu}')
+        chunks = x.reshape(n // batch_gpu, batch_gpu, *x.shape[1:])
+        y = jax.vmap(lambda c: minibatch_std(c, group_size, num_channels))(chunks)
+        return y.reshape(n, *y.shape[2:])
+
+    def fn(x, group_size, num_channels):
+        if mesh is None:
+            return local(x, group_size, num_channels)
+        return jax.shard_map(functools.partial(local, group_size=group_size, num_channels=num_channels),
+                             mesh=mesh, in_specs=P('data'), out_specs=P('data'))(x)
+    return fn
+
+
+def _clean(grads):
+    return jax.tree.map(lambda g: jnp.nan_to_num(g, nan=0.0, posinf=1e5, neginf=-1e5), grads)
+
+
+def _gen_c(key, c):
+    """Labels for generated images: the official loop draws them from the training set's labels; a random
+    permutation of the real batch's labels is a draw from the same distribution."""
+    return c if c.shape[1] == 0 else c[jax.random.permutation(key, c.shape[0])]
+
+
+def _apply_update(state, name, grads, loss, spec, phase_id, tx):
+    """Optimizer step for net `name` ('G'/'D'), with the non-finite bookkeeping of `spec.nan_policy`."""
+    grads = _clean(grads)
+    updates, opt = tx.update(grads, state[f'{name}_opt'], state[name])
+    params = optax.apply_updates(state[name], updates)
+    finite = jnp.isfinite(loss)
+    code = state['step'] * 8 + phase_id
+    nonfinite = jnp.where(~finite & (state['nonfinite'] < 0), code, state['nonfinite'])
+    if spec.nan_policy == 'skip':
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        params, opt = keep(params, state[name]), keep(opt, state[f'{name}_opt'])
+    return {**state, name: params, f'{name}_opt': opt, 'nonfinite': nonfinite}
+
+
+def make_steps(spec: TrainSpec, mesh=None, augment: Optional[Callable] = None) -> Dict[str, Callable]:
+    """{'Gmain', 'Greg', 'Dmain', 'Dreg', 'ema'}: pure (state, batch, key) -> (state, metrics) functions, jitted
+    with the state donated; `batch` = {'img': float32 [N,H,W,C] in [-1,1], 'c': [N, c_dim]} sharded on `data`.
+    Phases whose regularisation is disabled are absent."""
+    G_cfg, D_cfg = spec.G_cfg, spec.D_cfg
+    G_tx = make_optimizer(spec.glr, spec.G_reg_interval)
+    D_tx = make_optimizer(spec.dlr, spec.D_reg_interval)
+    mbstd = chunked_minibatch_std(mesh, spec.batch_gpu)
+    z_dim = G_cfg['z_dim']
+    # SG2 trains with the dense (non-fused) modconv, as the official fused_modconv_default='inference_only'.
+    fused = False if generator.spec(G_cfg).arch == 'stylegan2' else None
+    blur_kw = lambda state: dict(blur_sigma=L.blur_sigma_at(state['nimg'], spec.blur_init_sigma,
+                                                            spec.blur_fade_kimg),
+                                 max_blur_sigma=spec.blur_init_sigma)
+
+    def phase_key(key, state, name):
+        return jax.random.fold_in(jax.random.fold_in(key, state['step']), PHASE_IDS[name])
+
+    def G_main(state, batch, key):
+        k = jax.random.split(phase_key(key, state, 'Gmain'), 3)
+        z = jax.random.normal(k[0], (batch['img'].shape[0], z_dim))
+        c = _gen_c(k[1], batch['c'])
+        f = lambda G: L.loss_Gmain(G, state['buffers']['G'], state['D'], z, c, G_cfg, D_cfg, key=k[2],
+                                   style_mixing_prob=spec.style_mixing_prob, mbstd_fn=mbstd, augment=augment,
+                                   fused_modconv=fused, **blur_kw(state))
+        (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['G'])
+        state = _apply_update(state, 'G', grads, loss, spec, PHASE_IDS['Gmain'], G_tx)
+        return state, {'Loss/G/loss': loss, 'Loss/scores/fake': jnp.mean(aux['scores_fake']),
+                       'Loss/signs/fake': jnp.mean(jnp.sign(aux['scores_fake']))}
+
+    def G_reg(state, batch, key):
+        k = jax.random.split(phase_key(key, state, 'Greg'), 3)
+        z = jax.random.normal(k[0], (batch['img'].shape[0], z_dim))
+        c = _gen_c(k[1], batch['c'])
+        f = lambda G: L.loss_Gpl(G, state['buffers']['G'], state['buffers']['pl_mean'], z, c, G_cfg, key=k[2],
+                                 pl_batch_shrink=spec.pl_batch_shrink, pl_decay=spec.pl_decay,
+                                 pl_weight=spec.pl_weight, style_mixing_prob=spec.style_mixing_prob,
+                                 fused_modconv=fused)
+        (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['G'])
+        grads = jax.tree.map(lambda g: g * spec.G_reg_interval, grads)    # phase gain = interval
+        state = _apply_update(state, 'G', grads, loss, spec, PHASE_IDS['Greg'], G_tx)
+        state = {**state, 'buffers': {**state['buffers'], 'pl_mean': aux['pl_mean']}}
+        return state, {'Loss/pl_penalty': jnp.mean(aux['pl_penalty']), 'Loss/G/reg': loss}
+
+    def D_main(state, batch, key):
+        k = jax.random.split(phase_key(key, state, 'Dmain'), 3)
+        z = jax.random.normal(k[0], (batch['img'].shape[0], z_dim))
+        c = _gen_c(k[1], batch['c'])
+        f = lambda D: L.loss_Dmain(D, state['G'], state['buffers']['G'], z, c, batch['img'], batch['c'], G_cfg,
+                                   D_cfg, key=k[2], style_mixing_prob=spec.style_mixing_prob, mbstd_fn=mbstd,
+                                   augment=augment, fused_modconv=fused, **blur_kw(state))
+        (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['D'])
+        state = _apply_update(state, 'D', grads, loss, spec, PHASE_IDS['Dmain'], D_tx)
+        # w_avg / magnitude_ema move in the D-main generator pass only (official StyleGAN2Loss).
+        state = {**state, 'buffers': {**state['buffers'], 'G': aux['G_buffers']}}
+        return state, {'Loss/D/loss': loss, 'Loss/scores/real': jnp.mean(aux['scores_real']),
+                       'Loss/signs/real': jnp.mean(jnp.sign(aux['scores_real']))}
+
+    def D_reg(state, batch, key):
+        k = phase_key(key, state, 'Dreg')
+        f = lambda D: L.loss_Dr1(D, batch['img'], batch['c'], D_cfg, r1_gamma=spec.r1_gamma, key=k,
+                                 mbstd_fn=mbstd, augment=augment, **blur_kw(state))
+        (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['D'])
+        grads = jax.tree.map(lambda g: g * spec.D_reg_interval, grads)    # phase gain = interval
+        state = _apply_update(state, 'D', grads, loss, spec, PHASE_IDS['Dreg'], D_tx)
+        return state, {'Loss/r1_penalty': jnp.mean(aux['r1_penalty']), 'Loss/D/reg': loss}
+
+    def ema(state, batch, key):
+        """G_ema = lerp(G, G_ema, beta), beta = 0.5 ** (batch / ema_nimg) with the rampup; buffers copied; then
+        the counters advance (official training_loop.py, end of an iteration)."""
+        del batch, key
+        ema_nimg = spec.ema_kimg * 1000
+        if spec.ema_rampup is not None:
+            ema_nimg = jnp.minimum(ema_nimg, state['nimg'].astype(jnp.float32) * spec.ema_rampup)
+        beta = 0.5 ** (spec.batch_size / jnp.maximum(ema_nimg, 1e-8))
+        G_ema = jax.tree.map(lambda p, e: p + beta * (e - p), state['G'], state['G_ema'])
+        state = {**state, 'G_ema': G_ema, 'buffers': {**state['buffers'], 'G_ema': state['buffers']['G']},
+                 'step': state['step'] + 1, 'nimg': state['nimg'] + spec.batch_size}
+        return state, {'Progress/ema_beta': beta}
+
+    fns = {'Gmain': G_main, 'Dmain': D_main, 'ema': ema}
+    if spec.G_reg_interval and spec.pl_weight > 0:
+        fns['Greg'] = G_reg
+    if spec.D_reg_interval and spec.r1_gamma > 0:
+        fns['Dreg'] = D_reg
+    jit_kw = {}
+    if mesh is not None:
+        repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+        jit_kw = dict(in_shardings=(repl, {'img': data, 'c': data}, repl), out_shardings=(repl, repl))
+    return {name: jax.jit(fn, donate_argnums=(0,), **jit_kw) for name, fn in fns.items()}
+
+
+def phases_for_step(step: int, spec: TrainSpec, steps: Dict[str, Callable]):
+    """Phase names to run at minibatch `step`, in the official order (G phases, D phases, then the EMA)."""
+    names = ['Gmain']
+    if 'Greg' in steps and step % spec.G_reg_interval == 0:
+        names.append('Greg')
+    names.append('Dmain')
+    if 'Dreg' in steps and step % spec.D_reg_interval == 0:
+        names.append('Dreg')
+    names.append('ema')
+    return names
+
+
+def train_step(state, batch, key, spec: TrainSpec, steps: Dict[str, Callable], step: int):
+    """Runs one minibatch's phases; returns (state, metrics of every phase run). `step` is the host-side copy of
+    state['step'] (so choosing the phases never waits for the device)."""
+    metrics = {}
+    for name in phases_for_step(step, spec, steps):
+        state, m = steps[name](state, batch, key)
+        metrics.update(m)
+    return state, metrics
