@@ -63,6 +63,29 @@ class TrainSpec:
     ema_rampup: Optional[float] = 0.05
     nan_policy: str = 'stop'        # 'stop': record the first non-finite step/phase; 'skip': drop that update
 
+    @classmethod
+    def from_config(cls, run) -> 'TrainSpec':
+        """From a resolved training config (`sg3jax.training.config.resolve`)."""
+        import json
+        lk = run.loss_kwargs
+        if run.G_reg_interval is None and lk['pl_weight'] > 0:
+            raise NotImplementedError('path-length regularisation without a G_reg_interval (the official '
+                                      "'Gboth' phase) is not supported; set config.G_reg_interval")
+        if run.D_reg_interval is None and lk['r1_gamma'] > 0:
+            raise NotImplementedError("R1 without a D_reg_interval (the official 'Dboth' phase) is not "
+                                      'supported; set config.D_reg_interval')
+        return cls(
+            G_cfg_json=json.dumps(run.G_kwargs.to_dict() if hasattr(run.G_kwargs, 'to_dict') else
+                                  dict(run.G_kwargs), sort_keys=True),
+            D_cfg_json=json.dumps(run.D_kwargs.to_dict() if hasattr(run.D_kwargs, 'to_dict') else
+                                  dict(run.D_kwargs), sort_keys=True),
+            batch_size=run.batch_size, batch_gpu=run.batch_gpu, glr=run.glr, dlr=run.dlr,
+            G_reg_interval=run.G_reg_interval, D_reg_interval=run.D_reg_interval, r1_gamma=lk['r1_gamma'],
+            style_mixing_prob=lk['style_mixing_prob'], pl_weight=lk['pl_weight'],
+            pl_batch_shrink=lk['pl_batch_shrink'], pl_decay=lk['pl_decay'],
+            blur_init_sigma=lk['blur_init_sigma'], blur_fade_kimg=lk['blur_fade_kimg'], ema_kimg=run.ema_kimg,
+            ema_rampup=run.ema_rampup, nan_policy=run.nan_policy)
+
     @property
     def G_cfg(self):
         import json

@@ -1,0 +1,35 @@
+r"""StyleGAN3-T (translation equivariant), the official `--cfg=stylegan3-t`.
+
+AFHQv2 at 512x512 with the docs/configs.md settings (gamma 8.2, batch 32, x-flips; that row uses ADA, so
+--config.aug=noaug until the ADA issue lands), at batch 64:
+
+  python -m sg3jax.train --config configs/stylegan3_t.py:preset=afhqv2-512,data=/data/afhqv2 \
+      --workdir /runs/afhq --config.aug=noaug --config.batch_size=64
+
+FFHQ at 1024x1024 as in the paper (gamma 32.8, no augmentation); print the resolved config and exit:
+
+  python -m sg3jax.train --config configs/stylegan3_t.py:preset=ffhq1024,data=/data/ffhq1024 \
+      --workdir /runs/ffhq --dry_run
+
+Arguments after the colon, comma separated: preset=NAME (sg3jax.training.config.PRESETS), res=INT,
+data=PATH_OR_TFDS_NAME, cond, mirror, tiny (a model of a few seconds, for tests and smoke runs). Then any field
+with --config.FIELD=VALUE; the fields, their meaning and official defaults are in sg3jax/training/config.py.
+"""
+
+from sg3jax.training import config as config_lib
+
+
+def get_config(arg=None):
+    arg = config_lib.parse_arg(arg, preset='', res=0, data='', cond=False, mirror=False, tiny=False)
+    config = config_lib.base_config('stylegan3-t')
+    if arg['preset']:
+        config_lib.apply_preset(config, arg['preset'])
+    if arg['tiny']:
+        config_lib.apply_tiny(config)
+    if arg['res']:
+        config.resolution = arg['res']
+    if arg['data']:
+        config.data = arg['data']
+    config.cond = config.cond or arg['cond']
+    config.mirror = config.mirror or arg['mirror']
+    return config

@@ -1,0 +1,105 @@
+"""Train StyleGAN3-T/R or StyleGAN2 from a config (entry point; the logic lives in sg3jax.training).
+
+    python -m sg3jax.train --config configs/stylegan3_t.py:preset=ffhq1024,data=/data/ffhq --workdir DIR \
+        [--config.batch_size=64 ...] [--dry_run]
+
+`--dry_run` prints the resolved config (every derived value), then compiles each update phase ahead of time for
+the global batch on the devices JAX sees, and prints its memory and FLOPs, without allocating the state or
+training. On a pod, set SG3JAX_DISTRIBUTED=1 on every host (see launch/README.md) so the processes join one
+`jax.distributed` job first.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file: configs/<cfg>.py[:arg].',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, sample grids.')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the resolved config and the compiled memory use; exit.')
+
+
+def maybe_initialize_distributed():
+    """jax.distributed.initialize() when SG3JAX_DISTRIBUTED=1 (auto-detected on TPU pods and SLURM). Gated, as
+    big_vision's BV_JAX_INIT, because it fails on a single host with no cluster to join."""
+    import jax
+    if os.environ.get('SG3JAX_DISTRIBUTED') == '1':
+        jax.distributed.initialize()
+
+
+def dataset_properties(config):
+    """(c_dim, img_channels) of the configured dataset; (0, 3) when there is no dataset (dry runs)."""
+    if not config.data:
+        if config.cond:
+            raise ValueError('config.cond=True needs config.data to know the label dimension')
+        return 0, 3
+    from sg3jax import data as data_lib
+    ds = data_lib.open_dataset(config.data, data_dir=config.data_dir or None)
+    if ds.resolution != config.resolution:
+        raise ValueError(f'config.resolution ({config.resolution}) does not match the dataset {config.data!r} '
+                         f'({ds.resolution}x{ds.resolution})')
+    return ds.label_dim, ds.num_channels
+
+
+def _fmt_bytes(n):
+    return f'{n / 2 ** 30:.2f} GiB' if n >= 2 ** 30 else f'{n / 2 ** 20:.1f} MiB'
+
+
+def dry_run(config):
+    import jax
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+    from sg3jax.training import config as config_lib
+    from sg3jax.training import steps as steps_lib
+
+    c_dim, img_channels = dataset_properties(config)
+    run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels)
+    if jax.process_index() == 0:
+        print(json.dumps(run.to_dict(), indent=2, sort_keys=True, default=str))
+    spec = steps_lib.TrainSpec.from_config(run)
+    mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(AxisType.Auto,))
+    steps = steps_lib.make_steps(spec, mesh)
+    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+    state = jax.eval_shape(lambda k: steps_lib.init_state(k, spec), jax.random.key(0))
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
+    r, n = run.resolution, run.batch_size
+    batch = {'img': jax.ShapeDtypeStruct((n, r, r, img_channels), 'float32', sharding=data),
+             'c': jax.ShapeDtypeStruct((n, run.c_dim), 'float32', sharding=data)}
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    n_params = sum(x.size for part in ('G', 'D') for x in jax.tree.leaves(state[part]))
+    print(f'# {jax.device_count()} x {jax.devices()[0].device_kind}, global batch {n} '
+          f'({run.batch_per_device}/device), {n_params / 1e6:.2f} M parameters (G + D)')
+    print(f'| phase | arguments | outputs | temporaries | code | GFLOP/step |')
+    print(f'|---|---|---|---|---|---|')
+    for name, fn in steps.items():
+        compiled = fn.lower(state, batch, key).compile()
+        mem = compiled.memory_analysis()
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+        fields = [getattr(mem, f, 0) or 0 for f in ('argument_size_in_bytes', 'output_size_in_bytes',
+                                                     'temp_size_in_bytes', 'generated_code_size_in_bytes')]
+        print(f'| {name} | ' + ' | '.join(_fmt_bytes(v) for v in fields) + f' | {flops / 1e9:.1f} |', flush=True)
+
+
+def main(argv):
+    del argv
+    maybe_initialize_distributed()
+    if _DRY_RUN.value:
+        dry_run(_CONFIG.value)
+        return
+    if not _WORKDIR.value:
+        raise app.UsageError('--workdir is required')
+    raise NotImplementedError(
+        'training itself (the loop with the data pipeline, orbax checkpoints and resume, logging and sample '
+        'grids) is not built yet: the training issue is still open. The losses, update steps and configs it will '
+        'run are in sg3jax.training; --dry_run works.')
+
+
+if __name__ == '__main__':
+    flags.mark_flag_as_required('config')
+    app.run(main)
+    sys.exit(0)

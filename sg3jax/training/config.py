@@ -1,0 +1,442 @@
+"""The training configuration: its fields and defaults, the values derived from them, and the checks on them.
+
+    config = base_config('stylegan3-t')         # every field, official defaults (the train.py flag names)
+    apply_preset(config, 'afhqv2-512')           # a recommended setting of the official docs/configs.md
+    validate(config, num_devices=8)              # one clear error naming the field, before anything compiles
+    run = resolve(config, num_devices=8, c_dim=0)    # frozen copy with every derived value filled in
+
+The `configs/*.py` files are thin `get_config(arg)` wrappers over these, read by
+`ml_collections.config_flags.DEFINE_config_file`, so any field can be overridden with `--config.FIELD=VALUE`.
+
+Values that the official `train.py` derives from other options (`--glr [default: varies]`, `ema_kimg` from the
+batch size, ...) are `None` here, meaning "derive in `resolve`", so an override of `batch_size` moves them with it.
+Set them explicitly to pin them.
+"""
+
+import ast
+from typing import Optional
+
+from ml_collections import config_dict
+
+from sg3jax.networks import presets
+
+CFGS = presets.CFGS
+AUGS = ('noaug', 'ada', 'fixed')
+PRECISIONS = ('float32', 'bfloat16', 'float16')
+NAN_POLICIES = ('stop', 'skip')
+
+#----------------------------------------------------------------------------
+# Fields and defaults.
+
+def base_config(cfg: str) -> config_dict.ConfigDict:
+    """Every training option for `--cfg` with the official defaults (train.py, training_loop.py, loss.py).
+    `None` (a typed placeholder, still settable with --config.FIELD=VALUE) means "derived in `resolve`"."""
+    if cfg not in CFGS:
+        raise ValueError(f'cfg must be one of {CFGS}, got {cfg!r}')
+    sg2 = cfg == 'stylegan2'
+    ph = config_dict.placeholder
+    c = config_dict.ConfigDict()
+
+    # Dataset.
+    c.cfg                = cfg          # Base configuration: 'stylegan3-t' | 'stylegan3-r' | 'stylegan2' (--cfg).
+    c.data               = ''           # Dataset tool output (a path) or a TFDS name; '' only for --dry_run.
+    c.data_dir           = ''           # TFDS data dir for a TFDS name; '' = TFDS default.
+    c.resolution         = 256          # Image resolution: a power of two >= 8; must match the dataset.
+    c.cond               = False        # Train a conditional model (dataset labels) [official default: False].
+    c.mirror             = False        # Random x-flips of the dataset [official default: False].
+    c.workers            = 3            # Data loading workers [official --workers default: 3].
+    c.prefetch           = 2            # Batches prefetched per worker [official prefetch_factor: 2].
+
+    # Batch.
+    c.batch_size         = 32           # Total (global) batch size, official --batch (required there; 32 in docs).
+    c.batch_gpu          = 0            # Per-device batch and the minibatch-std chunk; 0 = batch_size // devices.
+
+    # Networks.
+    c.cbase              = 32768        # Capacity multiplier (channel_base) [official default: 32768].
+    c.cmax               = 512          # Max. feature maps (channel_max) [official default: 512].
+    c.map_depth          = ph(int)      # Mapping network depth; None = 2 (StyleGAN3) or 8 (StyleGAN2).
+    c.mbstd_group        = 4            # Minibatch-std group size [official default: 4].
+    c.freezed            = 0            # Freeze the first layers of D (Freeze-D) [official default: 0].
+    c.z_dim              = 512          # Latent (z) dimensionality [official: 512].
+    c.w_dim              = 512          # Intermediate latent (w) dimensionality [official: 512].
+    c.magnitude_ema_beta = ph(float)    # StyleGAN3 only; None = 0.5 ** (batch_size / 20000): 20k-image half-life.
+
+    # Precision.
+    c.fp32               = False        # Disable mixed precision: also drops conv_clamp, as official --fp32.
+    c.precision          = 'float32'    # Compute dtype of the num_fp16_res highest-resolution layers
+                                        # ('float32' | 'bfloat16' | 'float16'); master weights stay float32.
+    c.num_fp16_res       = 4            # How many highest resolutions use `precision` [official: 4, or 0 if --fp32].
+
+    # Optimisation: Adam, betas (0, 0.99), eps 1e-8 (official train.py).
+    c.glr                = ph(float)    # G learning rate; None = 0.0025 (StyleGAN3) or 0.002 (StyleGAN2).
+    c.dlr                = 0.002        # D learning rate [official default: 0.002].
+    c.G_reg_interval     = 4 if sg2 else ph(int)  # Lazy regularisation of G every N minibatches; None/0 = off.
+    c.D_reg_interval     = 16           # Lazy regularisation of D every N minibatches [official: 16]; 0 = off.
+
+    # Loss (official training/loss.py StyleGAN2Loss).
+    c.gamma              = ph(float)    # R1 regularisation weight; required, as official --gamma (presets set it).
+    c.style_mixing_prob  = 0.9 if sg2 else 0.0  # Style mixing probability [official: 0.9 StyleGAN2, else 0].
+    c.pl_weight          = 2.0 if sg2 else 0.0  # Path length regularisation weight [official: 2 StyleGAN2, else 0].
+    c.pl_batch_shrink    = 2            # Path length batch = batch / pl_batch_shrink [official: 2].
+    c.pl_decay           = 0.01         # Decay of the path length running mean [official: 0.01].
+    c.blur_init_sigma    = 10.0 if cfg == 'stylegan3-r' else 0.0  # Initial D-input blur sigma [official: 10 R].
+    c.blur_fade_kimg     = ph(float)    # Blur fade-out length; None = batch_size * 200 / 32 (if there is blur).
+
+    # Generator EMA.
+    c.ema_kimg           = ph(float)    # G_ema half-life in kimg; None = batch_size * 10 / 32.
+    c.ema_rampup         = 0.05         # EMA ramp-up: half-life <= nimg * ema_rampup [official: 0.05].
+
+    # Augmentation (ADA is a later issue: only 'noaug' runs for now).
+    c.aug                = 'noaug'      # 'noaug' | 'ada' | 'fixed' [official default: 'ada'].
+    c.p                  = 0.2          # Augmentation probability for aug='fixed' [official: 0.2].
+    c.target             = 0.6          # ADA target value for aug='ada' [official: 0.6].
+
+    # Schedule, logging, checkpoints.
+    c.kimg               = 25000.0      # Total training length in thousands of real images [official: 25000].
+    c.tick               = 4.0          # Progress line and stats every N kimg [official: 4].
+    c.snap               = 50           # Checkpoint (and image snapshot) every N ticks [official: 50].
+    c.seed               = 0            # Random seed [official: 0].
+    c.resume             = ''           # Start from these weights (transfer learning; official --resume); ''
+                                        # = none. An interrupted run resumes from --workdir by itself.
+    c.keep_checkpoints   = 5            # Checkpoints kept in --workdir (the latest N).
+    c.nan_policy         = 'stop'       # Non-finite loss: 'stop' the run, or 'skip' that update.
+    c.metrics            = ()           # Quality metrics, e.g. ('fid50k_full',) [official: fid50k_full]; later issue.
+    return c
+
+#----------------------------------------------------------------------------
+# Dataset presets: the settings of the official docs/configs.md ("Configurations used in StyleGAN3 paper" and
+# "Old StyleGAN2-ADA configurations"), all for 8 GPUs. Options a row does not list keep the official command-line
+# default; in particular a row without --aug uses the official default aug='ada' (ADA: a later issue here, so
+# those presets refuse to run until then, or with --config.aug=noaug).
+
+_NGC = 'https://api.ngc.nvidia.com/v2/models/nvidia/research'
+
+
+def _preset(common, t=None, r=None, sg2=None):
+    """{cfg: fields}: the row's shared options plus each config's own (a config left None has no such row)."""
+    rows = {'stylegan3-t': t, 'stylegan3-r': r, 'stylegan2': sg2}
+    return {cfg: {**common, **own} for cfg, own in rows.items() if own is not None}
+
+
+def _resume(base):
+    """Official pre-trained pickles the MetFaces rows fine-tune from (--resume)."""
+    return dict(t=f'{_NGC}/stylegan3/versions/1/files/stylegan3-t-{base}-1024x1024.pkl',
+                r=f'{_NGC}/stylegan3/versions/1/files/stylegan3-r-{base}-1024x1024.pkl',
+                sg2=f'{_NGC}/stylegan2/versions/1/files/stylegan2-{base}-1024x1024.pkl')
+
+
+_FFHQ_1024 = _preset(dict(resolution=1024, batch_size=32, mirror=True, aug='noaug'),
+                     t=dict(gamma=32.8), r=dict(gamma=32.8), sg2=dict(gamma=10.0))
+_METFACES = dict(resolution=1024, batch_size=32, mirror=True, aug='ada', kimg=5000.0, snap=10)
+_GLR_DLR = dict(glr=0.0025, dlr=0.0025)
+
+PRESETS = {
+    # FFHQ-U and FFHQ at 1024x1024 (the same row serves both).
+    'ffhq1024': _FFHQ_1024,
+    'ffhqu1024': _FFHQ_1024,
+    # FFHQ-U ablations at 256x256.
+    'ffhqu256': _preset(dict(resolution=256, batch_size=64, gamma=1.0, mirror=True, aug='noaug', cbase=16384,
+                             dlr=0.0025),
+                        t={}, r={}, sg2=dict(glr=0.0025, mbstd_group=8)),
+    # AFHQv2 at 512x512.
+    'afhqv2-512': _preset(dict(resolution=512, batch_size=32, mirror=True, aug='ada'),
+                          t=dict(gamma=8.2), r=dict(gamma=16.4), sg2=dict(gamma=5.0)),
+    # MetFaces and MetFaces-U at 1024x1024: fine-tuned from the FFHQ / FFHQ-U pickles for 5000 kimg.
+    'metfaces-1024': _preset(_METFACES, t=dict(gamma=6.6, resume=_resume('ffhq')['t']),
+                             r=dict(gamma=3.3, resume=_resume('ffhq')['r']),
+                             sg2=dict(gamma=5.0, resume=_resume('ffhq')['sg2'])),
+    'metfacesu-1024': _preset(_METFACES, t=dict(gamma=16.4, resume=_resume('ffhqu')['t']),
+                              r=dict(gamma=6.6, resume=_resume('ffhqu')['r']),
+                              sg2=dict(gamma=10.0, resume=_resume('ffhqu')['sg2'])),
+    # StyleGAN2-ADA repro configurations (StyleGAN2 only; the resolution is the one in the name).
+    'paper256': _preset({}, sg2=dict(resolution=256, batch_size=64, gamma=1.0, cbase=16384, mbstd_group=8,
+                                     aug='ada', **_GLR_DLR)),
+    'paper512': _preset({}, sg2=dict(resolution=512, batch_size=64, gamma=0.5, mbstd_group=8, aug='ada',
+                                     **_GLR_DLR)),
+    'paper1024': _preset({}, sg2=dict(resolution=1024, batch_size=32, gamma=2.0, aug='ada')),
+}
+
+
+def apply_preset(config: config_dict.ConfigDict, name: str) -> config_dict.ConfigDict:
+    """Set the fields of preset `name` for `config.cfg` (in place; returns `config`)."""
+    if name not in PRESETS:
+        raise ValueError(f'unknown preset {name!r}; known presets: {sorted(PRESETS)}')
+    if config.cfg not in PRESETS[name]:
+        have = sorted(n for n, rows in PRESETS.items() if config.cfg in rows)
+        raise ValueError(f'preset {name!r} has no {config.cfg} setting in docs/configs.md (it has '
+                         f'{sorted(PRESETS[name])}); presets for {config.cfg}: {have}')
+    config.update(PRESETS[name][config.cfg])
+    return config
+
+
+def apply_tiny(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
+    """Shrink everything for tests and smoke runs (in place): a G of about 0.15 M parameters whose forward pass at
+    batch 8 takes tens of milliseconds on CPU, and a schedule of a few steps."""
+    config.update(dict(
+        resolution=16, batch_size=8, batch_gpu=4, mbstd_group=4,  # 1 or 2 devices; mbstd needs batch_gpu >= 4
+        cbase=1024, cmax=32, map_depth=2, z_dim=32, w_dim=32,
+        gamma=1.0,                        # large enough for R1 to show in a few-step test
+        kimg=0.064, tick=0.016, snap=2,   # 8 steps of 8 images; a tick every 2 steps, a checkpoint every 4
+        keep_checkpoints=2, workers=1))
+    return config
+
+
+def recommended_gamma(cfg: str, resolution: int, batch_size: int) -> float:
+    """The R1 weight docs/configs.md suggests, used in the message when `gamma` is missing. StyleGAN3: its
+    recommended tables (0.5, 2, 8, 32 at 128..1024 px), i.e. quadratic in resolution ("doubling the resolution
+    means gamma should be multiplied by 4"). StyleGAN2: the StyleGAN2-ADA `--cfg=auto` heuristic that its
+    "Default configuration" table lists, 0.0002 * resolution^2 / batch."""
+    if cfg == 'stylegan2':
+        return 0.0002 * resolution ** 2 / batch_size
+    return 0.5 * (resolution / 128) ** 2
+
+#----------------------------------------------------------------------------
+# Checks.
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def validate(config, num_devices: int, require_data: bool = True) -> None:
+    """Raise one ValueError naming the first bad field and what it should be (NotImplementedError for features
+    of later issues). Run it before anything compiles. `require_data=False` for --dry_run."""
+    c = config
+    if not _is_int(num_devices) or num_devices < 1:
+        raise ValueError(f'the device count must be a positive int, got {num_devices!r}')
+    if c.get('cfg') not in CFGS:
+        raise ValueError(f'config.cfg must be one of {CFGS}, got {c.get("cfg")!r}')
+    known = set(base_config(c.cfg).keys())
+    unknown, missing = sorted(set(c.keys()) - known), sorted(known - set(c.keys()))
+    if unknown or missing:
+        raise ValueError(f'config fields do not match base_config({c.cfg!r}): unknown {unknown}, missing {missing}')
+
+    def need(ok, field, expectation):
+        if not ok:
+            raise ValueError(f'config.{field} ({c[field]!r}) {expectation}')
+
+    def int_at_least(field, lo):
+        need(_is_int(c[field]) and c[field] >= lo, field, f'must be an int >= {lo}')
+
+    def num_in(field, lo, hi=None, lo_open=False, optional=False):
+        v = c[field]
+        if optional and v is None:
+            return
+        ok = _is_num(v) and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)
+        bound = f'> {lo}' if lo_open else f'>= {lo}'
+        need(ok, field, f'must be a number {bound}' + (f' and <= {hi}' if hi is not None else ''))
+
+    # Dataset.
+    need(_is_int(c.resolution) and c.resolution >= 8 and not c.resolution & (c.resolution - 1), 'resolution',
+         'must be a power of two >= 8 (the dataset resolution)')
+    need(isinstance(c.data, str), 'data', 'must be a string')
+    if require_data and not c.data:
+        raise ValueError("config.data is required: a dataset made by the dataset tool, or a TFDS name "
+                         "(only --dry_run may leave it '')")
+    int_at_least('workers', 1)
+    int_at_least('prefetch', 1)
+
+    # Batch: the official sanity checks (train.py), with devices for GPUs.
+    int_at_least('batch_size', 1)
+    int_at_least('batch_gpu', 0)
+    int_at_least('mbstd_group', 1)
+    if c.batch_size % num_devices:
+        raise ValueError(f'config.batch_size ({c.batch_size}) must be divisible by the device count ({num_devices})')
+    batch_gpu = c.batch_gpu or c.batch_size // num_devices
+    if c.batch_size % (num_devices * batch_gpu):
+        raise ValueError(f'config.batch_size ({c.batch_size}) must be divisible by the device count '
+                         f'({num_devices}) times config.batch_gpu ({batch_gpu})')
+    if batch_gpu < c.mbstd_group:
+        what = f'config.batch_gpu ({batch_gpu}' + ('' if c.batch_gpu else f' = {c.batch_size} // {num_devices} devices')
+        raise ValueError(f'{what}) cannot be smaller than config.mbstd_group ({c.mbstd_group})')
+    if batch_gpu % c.mbstd_group:
+        # The official MinibatchStdLayer reshapes the per-GPU batch into groups: it must divide evenly.
+        raise ValueError(f'config.batch_gpu ({batch_gpu}) must be a multiple of config.mbstd_group '
+                         f'({c.mbstd_group})')
+
+    # Networks and precision.
+    int_at_least('cbase', 1)
+    int_at_least('cmax', 1)
+    if c.map_depth is not None:
+        int_at_least('map_depth', 1)
+    int_at_least('freezed', 0)
+    int_at_least('z_dim', 1)
+    int_at_least('w_dim', 1)
+    if c.cfg == 'stylegan2' and c.magnitude_ema_beta is not None:
+        raise ValueError(f'config.magnitude_ema_beta ({c.magnitude_ema_beta}) applies to StyleGAN3 only; '
+                         'leave it None for stylegan2')
+    num_in('magnitude_ema_beta', 0, 1, optional=True)
+    need(c.precision in PRECISIONS, 'precision', f'must be one of {PRECISIONS}')
+    if c.fp32 and c.precision != 'float32':
+        raise ValueError(f"config.fp32=True disables mixed precision: config.precision ({c.precision!r}) must "
+                         "then be 'float32'")
+    int_at_least('num_fp16_res', 0)
+
+    # Optimisation and loss.
+    num_in('glr', 0, optional=True)
+    num_in('dlr', 0)
+    for field in ('G_reg_interval', 'D_reg_interval'):
+        if c[field] is not None:
+            int_at_least(field, 0)
+    if c.gamma is None:
+        suggest = recommended_gamma(c.cfg, c.resolution, c.batch_size)
+        raise ValueError(f'config.gamma (the R1 weight) is required, as the official --gamma: docs/configs.md '
+                         f'suggests about {suggest:g} for {c.cfg} at {c.resolution}x{c.resolution}, batch '
+                         f'{c.batch_size} (tune it per dataset); set --config.gamma=... or use a preset '
+                         f'({sorted(n for n, rows in PRESETS.items() if c.cfg in rows)})')
+    num_in('gamma', 0)
+    num_in('style_mixing_prob', 0, 1)
+    num_in('pl_weight', 0)
+    int_at_least('pl_batch_shrink', 1)
+    if c.pl_weight > 0 and batch_gpu // c.pl_batch_shrink < 1:
+        raise ValueError(f'config.pl_batch_shrink ({c.pl_batch_shrink}) leaves no path-length samples of the '
+                         f'per-device batch ({batch_gpu})')
+    num_in('pl_decay', 0, 1)
+    num_in('blur_init_sigma', 0)
+    num_in('blur_fade_kimg', 0, optional=True)
+    num_in('ema_kimg', 0, optional=True)
+    num_in('ema_rampup', 0, optional=True)
+
+    # Augmentation.
+    need(c.aug in AUGS, 'aug', f'must be one of {AUGS}')
+    num_in('p', 0, 1)
+    num_in('target', 0, 1)
+    if c.aug != 'noaug':
+        raise NotImplementedError(
+            f'ADA augmentation (--aug=ada/fixed) is the ADA issue and not implemented yet: config.aug is '
+            f'{c.aug!r} (presets follow docs/configs.md, where ada is the default); set --config.aug=noaug to '
+            f'train without augmentation')
+
+    # Schedule and bookkeeping.
+    num_in('kimg', 0, lo_open=True)
+    num_in('tick', 0, lo_open=True)
+    int_at_least('snap', 1)
+    int_at_least('seed', 0)
+    int_at_least('keep_checkpoints', 1)
+    need(isinstance(c.resume, str), 'resume', 'must be a string (path or URL; empty for none)')
+    need(c.nan_policy in NAN_POLICIES, 'nan_policy', f'must be one of {NAN_POLICIES}')
+    need(isinstance(c.metrics, (tuple, list)), 'metrics', 'must be a tuple of metric names')
+    if c.metrics:
+        raise NotImplementedError(f'quality metrics during training are a later issue: config.metrics is '
+                                  f'{tuple(c.metrics)}; leave it empty')
+
+#----------------------------------------------------------------------------
+# Derived values.
+
+def resolve(config, num_devices: int, c_dim: int = 0, img_channels: int = 3) -> config_dict.FrozenConfigDict:
+    """A frozen copy of `config` (validated, data not required) with every derived value filled in, as the
+    official train.py and training_loop.py derive them. `c_dim` and `img_channels` come from the dataset; the
+    label dimension is used only with `cond=True` (official use_labels = --cond).
+
+    Filled in place: batch_gpu, glr, map_depth, G_reg_interval/D_reg_interval (0 -> None), ema_kimg,
+    ema_rampup, magnitude_ema_beta, blur_init_sigma, blur_fade_kimg. Added: num_devices, batch_per_device,
+    c_dim, img_channels, G_kwargs, D_kwargs (network configs), G_opt_kwargs, D_opt_kwargs (Adam, lazy-reg
+    adjusted), loss_kwargs, phases ((name, interval), in the official order)."""
+    validate(config, num_devices, require_data=False)
+    if not _is_int(c_dim) or c_dim < 0:
+        raise ValueError(f'c_dim (the dataset label dimension) must be an int >= 0, got {c_dim!r}')
+    if config.cond and c_dim == 0:
+        raise ValueError('config.cond=True requires a dataset with labels (c_dim > 0), got c_dim=0')
+    c = config_dict.ConfigDict(config.to_dict())    # plain values: detaches placeholders and references
+    sg2 = c.cfg == 'stylegan2'
+    batch = c.batch_size
+
+    c.num_devices = num_devices
+    c.batch_per_device = batch // num_devices
+    c.batch_gpu = c.batch_gpu or c.batch_per_device
+    c.c_dim = c_dim if c.cond else 0
+    c.img_channels = img_channels
+    if c.glr is None:
+        c.glr = 0.002 if sg2 else 0.0025
+    if c.map_depth is None:
+        c.map_depth = 8 if sg2 else 2
+    c.G_reg_interval = c.G_reg_interval or None
+    c.D_reg_interval = c.D_reg_interval or None
+
+    # Batch-size-dependent hyperparameters (train.py).
+    if c.ema_kimg is None:
+        c.ema_kimg = batch * 10 / 32
+    if c.magnitude_ema_beta is None and not sg2:
+        c.magnitude_ema_beta = 0.5 ** (batch / (20 * 1e3))
+    if c.resume:
+        # Official --resume: no EMA ramp-up and no blur ramp-up when starting from trained weights.
+        c.ema_rampup = None
+        c.blur_init_sigma = 0.0
+    if c.blur_fade_kimg is None:
+        # Official: batch * 200 / 32 for StyleGAN3-R, the loss default 0 otherwise (where there is no blur).
+        c.blur_fade_kimg = batch * 200 / 32 if c.blur_init_sigma > 0 else 0.0
+
+    # Networks.
+    G_kwargs, D_kwargs = presets.network_configs(
+        c.cfg, img_resolution=c.resolution, img_channels=img_channels, c_dim=c.c_dim, batch_size=batch,
+        cbase=c.cbase, cmax=c.cmax, map_depth=c.map_depth, mbstd_group=c.mbstd_group, freezed=c.freezed,
+        fp32=c.fp32, z_dim=c.z_dim, w_dim=c.w_dim)
+    if not sg2:
+        G_kwargs['magnitude_ema_beta'] = c.magnitude_ema_beta
+    G_kwargs['num_fp16_res'] = D_kwargs['num_fp16_res'] = 0 if c.fp32 else c.num_fp16_res
+    c.G_kwargs, c.D_kwargs = G_kwargs, D_kwargs
+
+    # Optimisers and phases (training_loop.py). With lazy regularisation every I minibatches, the main and
+    # reg phases share one Adam whose lr and betas are rescaled by mb_ratio = I / (I + 1).
+    phases = []
+    for name, lr, interval in (('G', c.glr, c.G_reg_interval), ('D', c.dlr, c.D_reg_interval)):
+        r = 1.0 if interval is None else interval / (interval + 1)
+        c[f'{name}_opt_kwargs'] = dict(lr=lr * r, betas=(0.0 ** r, 0.99 ** r), eps=1e-8, mb_ratio=r)
+        phases += [(name + 'both', 1)] if interval is None else [(name + 'main', 1), (name + 'reg', interval)]
+    c.phases = phases
+
+    c.loss_kwargs = dict(r1_gamma=c.gamma, style_mixing_prob=c.style_mixing_prob, pl_weight=c.pl_weight,
+                         pl_batch_shrink=c.pl_batch_shrink, pl_decay=c.pl_decay,
+                         blur_init_sigma=c.blur_init_sigma, blur_fade_kimg=c.blur_fade_kimg)
+    return config_dict.FrozenConfigDict(c)
+
+#----------------------------------------------------------------------------
+# The `get_config(arg)` string.
+
+_TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
+
+
+def _parse_value(key, text, default):
+    """`text` as the type of `default` (bool, int, float, str); a None default takes a Python literal or text."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() in _TRUE + _FALSE:
+                return text.lower() in _TRUE
+            raise ValueError
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, str):
+            return text
+    except ValueError:
+        raise ValueError(f'config argument {key}={text!r} is not a {type(default).__name__}') from None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_arg(arg: Optional[str], **defaults) -> dict:
+    """Parse the `get_config(arg)` string, "k=v,flag,...", into {key: value} over `defaults` (as big_vision's
+    parse_arg): a bare `flag` means flag=True; values take the type of their default; unknown keys raise,
+    listing the known ones. Values cannot contain commas."""
+    out = dict(defaults)
+    for item in (arg or '').split(','):
+        item = item.strip()
+        if not item:
+            continue
+        key, has_value, text = item.partition('=')
+        key = key.strip()
+        if key not in defaults:
+            raise ValueError(f'unknown config argument {key!r} in {arg!r}; known: {sorted(defaults)}')
+        if not has_value:
+            if not isinstance(defaults[key], bool):
+                raise ValueError(f'config argument {key!r} needs a value ({key}=...)')
+            out[key] = True
+        else:
+            out[key] = _parse_value(key, text.strip(), defaults[key])
+    return out
