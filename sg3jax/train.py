@@ -3,7 +3,9 @@
     python -m sg3jax.train --config configs/stylegan3_t.py:preset=ffhq1024,data=/data/ffhq --workdir DIR \
         [--config.batch_size=64 ...] [--dry_run]
 
-`--dry_run` prints the resolved config (every derived value), then compiles each update phase ahead of time for
+Training runs `sg3jax.training.loop.train` on the dataset of `config.data`; re-running with the same workdir
+resumes from its newest checkpoint. `--dry_run` prints the resolved config (every derived value), then compiles
+each update phase ahead of time for
 the global batch on the devices JAX sees, and prints its memory and FLOPs, without allocating the state or
 training. On a pod, set SG3JAX_DISTRIBUTED=1 on every host (see launch/README.md) so the processes join one
 `jax.distributed` job first.
@@ -85,6 +87,20 @@ def dry_run(config):
         print(f'| {name} | ' + ' | '.join(_fmt_bytes(v) for v in fields) + f' | {flops / 1e9:.1f} |', flush=True)
 
 
+def make_data_fn(config):
+    """`make_data(run, start_step)` for the loop: this process's slices of the global batches, from the dataset
+    pipeline of sg3jax.data, positioned after `start_step` batches."""
+    import jax
+    from sg3jax import data as data_lib
+    ds = data_lib.open_dataset(config.data, data_dir=config.data_dir or None)
+
+    def make_data(run, start_step):
+        return data_lib.make_iterator(ds, global_batch_size=run.batch_size, seed=run.seed, mirror=run.mirror,
+                                      process_index=jax.process_index(), process_count=jax.process_count(),
+                                      start_step=start_step)
+    return make_data
+
+
 def main(argv):
     del argv
     maybe_initialize_distributed()
@@ -93,10 +109,19 @@ def main(argv):
         return
     if not _WORKDIR.value:
         raise app.UsageError('--workdir is required')
-    raise NotImplementedError(
-        'training itself (the loop with the data pipeline, orbax checkpoints and resume, logging and sample '
-        'grids) is not built yet: the training issue is still open. The losses, update steps and configs it will '
-        'run are in sg3jax.training; --dry_run works.')
+    config = _CONFIG.value
+    if not config.data:
+        raise app.UsageError('config.data is required to train: a dataset made by `python -m '
+                             'sg3jax.dataset_tool` or a TFDS name')
+    try:
+        make_data = make_data_fn(config)
+    except ImportError as e:
+        raise NotImplementedError('the dataset pipeline (sg3jax.data, the data issue) is not available yet, so '
+                                  'the trainer cannot read datasets; sg3jax.training.loop.train runs with any '
+                                  f'batch iterator ({e})') from e
+    c_dim, img_channels = dataset_properties(config)
+    from sg3jax.training import loop
+    loop.train(config, _WORKDIR.value, make_data=make_data, c_dim=c_dim, img_channels=img_channels)
 
 
 if __name__ == '__main__':

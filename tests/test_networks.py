@@ -84,6 +84,7 @@ def test_generator_transform_parity(name):
     assert_close(img, data['img_transformed_multi'], name='img_transformed_multi')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', G_CASES)
 def test_generator_ref_impl_parity(name):
     """The reference op path (official op order, fused modconv) matches too."""

@@ -1,0 +1,245 @@
+"""The training loop, read top to bottom (official training_loop.py, on a JAX device mesh).
+
+Sections: set up devices and the mesh / the dataset / the networks and the state / resume / the sample grid /
+the loop (phases, then at each tick: status line, stats.jsonl, TensorBoard, snapshots) / preemption.
+"""
+
+import json
+import os
+import pathlib
+import resource
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from sg3jax.networks import generator
+from sg3jax.training import checkpoint as ckpt
+from sg3jax.training import config as config_lib
+from sg3jax.training import steps as steps_lib
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A loss became NaN or Inf (config.nan_policy='stop')."""
+
+
+def format_time(seconds):
+    s = int(np.rint(seconds))
+    if s < 60:
+        return f'{s}s'
+    if s < 3600:
+        return f'{s // 60}m {s % 60:02d}s'
+    if s < 86400:
+        return f'{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s'
+    return f'{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m'
+
+
+def grid_shape(resolution, c_dim):
+    """Official snapshot grid: about 7680x4320 pixels, 7..32 columns; conditional runs get one row per class."""
+    gw = int(np.clip(7680 // resolution, 7, 32))
+    gh = int(np.clip(4320 // resolution, 4, 32))
+    if c_dim:
+        gh = min(c_dim, 32)
+    return gw, gh
+
+
+def save_image_grid(images, path, grid):
+    """[N, H, W, C] in [-1, 1] -> one PNG of gh rows x gw columns (official save_image_grid), written atomically."""
+    from PIL import Image
+    gw, gh = grid
+    img = np.asarray(images, np.float32)
+    img = np.rint((img + 1) * (255 / 2)).clip(0, 255).astype(np.uint8)
+    n, h, w, c = img.shape
+    img = img.reshape(gh, gw, h, w, c).transpose(0, 2, 1, 3, 4).reshape(gh * h, gw * w, c)
+    tmp = pathlib.Path(f'{path}.tmp')
+    Image.fromarray(img[:, :, 0] if c == 1 else img, 'L' if c == 1 else 'RGB').save(tmp, format='PNG')
+    os.replace(tmp, path)
+
+
+class _Preemption:
+    """SIGTERM (TPU preemption, SLURM time limit) sets a flag; the loop checkpoints and exits at the next step."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.flag = True
+
+    def reached(self, step):
+        if jax.process_count() > 1:
+            # All hosts must agree on the step: JAX's preemption sync point (needs jax.distributed).
+            from jax.experimental import multihost_utils
+            return self.flag or multihost_utils.reached_preemption_sync_point(step)
+        return self.flag
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._old)
+
+
+def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
+    """Trains until config.kimg; resumable. `make_data(run, start_step)` returns an iterator of this process's
+    slices of the global batches {'img': uint8 [n, H, W, C], 'c': float32 [n, c_dim]}, starting after
+    `start_step` global batches (so a resumed run continues with the next unseen batch)."""
+    workdir = pathlib.Path(workdir)
+    is_main = jax.process_index() == 0
+
+    # Devices and mesh: one `data` axis over every device of every process; parameters replicated.
+    run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels)
+    spec = steps_lib.TrainSpec.from_config(run)
+    mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(AxisType.Auto,))
+    repl, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+    steps = steps_lib.make_steps(spec, mesh)
+    log(f'process {jax.process_index()} holding {jax.local_device_count()}/{jax.device_count()} devices')
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / 'training_options.json').write_text(json.dumps(run.to_dict(), indent=2, default=str))
+
+    # State: created already replicated (never built on the host and copied).
+    key = jax.random.key(run.seed)
+    k_init, k_train, k_grid = jax.random.split(key, 3)
+    abstract = jax.eval_shape(lambda k: steps_lib.init_state(k, spec), k_init)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
+
+    # Resume order: 1. the newest checkpoint in workdir (a restarted or preempted run); 2. config.resume;
+    # 3. from scratch.
+    manager = ckpt.make_manager(workdir, max_to_keep=run.keep_checkpoints)
+    restored = ckpt.restore_latest(manager, abstract)
+    if restored is not None:
+        state, meta, step = restored
+        log(f'resuming from {workdir}/checkpoints step {step} ({meta["nimg"] / 1000:.1f} kimg)')
+    elif run.resume:
+        raise NotImplementedError('config.resume (starting from another run or an official .pkl) lands with '
+                                  'the pickle-import issue; restart in the same workdir to resume a run')
+    else:
+        state = jax.jit(lambda k: steps_lib.init_state(k, spec), out_shardings=repl)(k_init)
+        step = 0
+    nimg = step * run.batch_size
+    data = make_data(run, step)
+
+    def to_device(host):
+        """This process's uint8 slice -> the global float batch in [-1, 1], sharded on `data`."""
+        arrays = {k: jax.make_array_from_process_local_data(data_sharding, np.asarray(v)) for k, v in host.items()}
+        return _normalize(arrays)
+
+    # Sample grid: fixed z (and one class per row for conditional runs), rendered with G_ema.
+    gw, gh = grid_shape(run.resolution, run.c_dim)
+    G_cfg = spec.G_cfg
+    grid_z = jax.random.normal(k_grid, (gw * gh, G_cfg['z_dim']))
+    grid_c = (jnp.eye(run.c_dim)[jnp.repeat(jnp.arange(gh) % max(run.c_dim, 1), gw)] if run.c_dim
+              else jnp.zeros([gw * gh, 0]))
+    render = jax.jit(lambda p, b: generator.apply(p, b, grid_z, grid_c, G_cfg, noise_mode='const'),
+                     out_shardings=repl)
+
+    def snapshot_images(name):
+        images = np.asarray(jax.device_get(render(state['G_ema'], state['buffers']['G_ema'])))
+        if is_main:
+            save_image_grid(images, workdir / name, (gw, gh))
+
+    if step == 0:
+        snapshot_images('fakes_init.png')
+
+    # The loop.
+    preemption = _Preemption()
+    writer = None
+    if is_main:
+        from tensorboardX import SummaryWriter
+        writer = SummaryWriter(str(workdir))
+    total_nimg = int(run.kimg * 1000)
+    tick_nimg = int(run.tick * 1000)
+    cur_tick = 0
+    tick_start_nimg, tick_start_time = nimg, time.time()
+    start_time = tick_start_time
+    maintenance = 0.0
+    pending = []
+    done = nimg >= total_nimg
+    try:
+        while not done:
+            batch = to_device(next(data))
+            state, metrics = steps_lib.train_step(state, batch, k_train, spec, steps, step)
+            pending.append(metrics)
+            step += 1
+            nimg += run.batch_size
+            done = nimg >= total_nimg
+            preempted = preemption.reached(step)
+            if not (done or preempted or cur_tick == 0 or nimg >= tick_start_nimg + tick_nimg):
+                continue
+
+            # Tick: pull the metrics of the steps since the last tick (only now: the device never waits).
+            fetched = jax.device_get(pending)
+            tick_end = time.time()
+            pending = []
+            nonfinite = int(state['nonfinite'])
+            if nonfinite >= 0 and run.nan_policy == 'stop':
+                bad_step, phase = divmod(nonfinite, 8)
+                name = {v: k for k, v in steps_lib.PHASE_IDS.items()}[phase]
+                manager.wait_until_finished()
+                raise NonFiniteLoss(f'a loss became NaN or Inf at step {bad_step} (kimg '
+                                    f'{bad_step * run.batch_size / 1000:.3f}), phase {name}; set '
+                                    f'config.nan_policy=skip to drop such updates instead')
+            stats = {}
+            for m in fetched:
+                for k, v in m.items():
+                    stats.setdefault(k, []).append(float(v))
+            stats = {k: float(np.mean(v)) for k, v in stats.items()}
+            tick_time = tick_end - tick_start_time
+            kimg_tick = max(nimg - tick_start_nimg, 1) / 1000
+            host_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+            dev_mem = _device_memory_gib()
+            stats.update({'Progress/tick': cur_tick, 'Progress/kimg': nimg / 1000,
+                          'Timing/total_sec': tick_end - start_time, 'Timing/sec_per_tick': tick_time,
+                          'Timing/sec_per_kimg': tick_time / kimg_tick, 'Timing/maintenance_sec': maintenance,
+                          'Resources/cpu_mem_gb': host_mem, 'Resources/peak_device_mem_gb': dev_mem,
+                          'Progress/augment': 0.0, 'timestamp': time.time()})
+            if is_main:
+                log(f'tick {cur_tick:<5d} kimg {nimg / 1000:<8.1f} time {format_time(tick_end - start_time):<12s} '
+                    f'sec/tick {tick_time:<7.1f} sec/kimg {tick_time / kimg_tick:<7.2f} '
+                    f'maintenance {maintenance:<6.1f} cpumem {host_mem:<6.2f} gpumem {dev_mem:<6.2f} augment 0.000')
+                with open(workdir / 'stats.jsonl', 'a') as f:
+                    f.write(json.dumps(stats) + '\n')
+                for k, v in stats.items():   # official: global_step = kimg, walltime since the start
+                    if k != 'timestamp':
+                        writer.add_scalar(k, v, global_step=nimg // 1000, walltime=tick_end)
+                writer.flush()
+
+            # Snapshots (every `snap` ticks, at the end, and on preemption): checkpoint, export, image grid.
+            maint_start = time.time()
+            if done or preempted or cur_tick % run.snap == 0:
+                meta = {'nimg': nimg, 'data_position': step, 'config': json.loads(json.dumps(run.to_dict(),
+                                                                                                default=str))}
+                ckpt.save(manager, step, state, meta, force=True)
+                ckpt.export_generator(workdir / f'network-snapshot-{nimg // 1000:06d}', state['G_ema'],
+                                      state['buffers']['G_ema'], G_cfg, extra={'kimg': nimg / 1000, 'step': step})
+                snapshot_images(f'fakes{nimg // 1000:06d}.png')
+            cur_tick += 1
+            tick_start_nimg, tick_start_time = nimg, time.time()
+            maintenance = tick_start_time - maint_start
+            if preempted and not done:
+                manager.wait_until_finished()
+                log(f'preempted (SIGTERM): checkpoint at step {step} written; exiting')
+                return state
+    finally:
+        preemption.restore()
+        manager.wait_until_finished()
+        manager.close()
+        if writer is not None:
+            writer.close()
+    log('done')
+    return state
+
+
+@jax.jit
+def _normalize(arrays):
+    return {'img': arrays['img'].astype(jnp.float32) / 127.5 - 1, 'c': arrays['c'].astype(jnp.float32)}
+
+
+def _device_memory_gib():
+    try:
+        stats = jax.local_devices()[0].memory_stats() or {}
+    except Exception:  # not every backend reports memory
+        stats = {}
+    return stats.get('peak_bytes_in_use', 0) / 2 ** 30
