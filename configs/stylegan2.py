@@ -21,16 +21,4 @@ from sg3jax.training import config as config_lib
 
 
 def get_config(arg=None):
-    arg = config_lib.parse_arg(arg, preset='', res=0, data='', cond=False, mirror=False, tiny=False)
-    config = config_lib.base_config('stylegan2')
-    if arg['preset']:
-        config_lib.apply_preset(config, arg['preset'])
-    if arg['tiny']:
-        config_lib.apply_tiny(config)
-    if arg['res']:
-        config.resolution = arg['res']
-    if arg['data']:
-        config.data = arg['data']
-    config.cond = config.cond or arg['cond']
-    config.mirror = config.mirror or arg['mirror']
-    return config
+    return config_lib.get_config('stylegan2', arg)

@@ -67,7 +67,8 @@ def _d_spec_cached(c_dim, img_resolution, img_channels, kwargs_json):
         if set(kw) - allowed:
             raise ValueError(f'unknown {name} option(s) {sorted(set(kw) - allowed)}')
     if bk.get('freeze_layers', 0):
-        raise NotImplementedError('Freeze-D (block_kwargs.freeze_layers > 0) belongs to the training issue')
+        raise NotImplementedError('Freeze-D (block_kwargs.freeze_layers > 0, official --freezed) is not implemented '
+                                  'yet')
     if img_resolution < 8 or img_resolution & (img_resolution - 1):
         raise ValueError(f'img_resolution must be a power of two >= 8, got {img_resolution}')
     if o['architecture'] not in ('orig', 'skip', 'resnet'):

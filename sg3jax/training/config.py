@@ -399,6 +399,24 @@ def resolve(config, num_devices: int, c_dim: int = 0, img_channels: int = 3) -> 
 _TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
 
 
+def get_config(cfg: str, arg: Optional[str] = None) -> config_dict.ConfigDict:
+    """The body of every `configs/<cfg>.py:get_config(arg)`: the base config of `cfg`, then the arguments
+    preset=NAME, tiny, res=INT, data=PATH_OR_TFDS_NAME, cond, mirror (applied in that order)."""
+    arg = parse_arg(arg, preset='', res=0, data='', cond=False, mirror=False, tiny=False)
+    config = base_config(cfg)
+    if arg['preset']:
+        apply_preset(config, arg['preset'])
+    if arg['tiny']:
+        apply_tiny(config)
+    if arg['res']:
+        config.resolution = arg['res']
+    if arg['data']:
+        config.data = arg['data']
+    config.cond = config.cond or arg['cond']
+    config.mirror = config.mirror or arg['mirror']
+    return config
+
+
 def _parse_value(key, text, default):
     """`text` as the type of `default` (bool, int, float, str); a None default takes a Python literal or text."""
     try:

@@ -68,6 +68,9 @@ class TrainSpec:
         """From a resolved training config (`sg3jax.training.config.resolve`)."""
         import json
         lk = run.loss_kwargs
+        if run.precision != 'float32':
+            raise NotImplementedError(f'mixed precision (config.precision={run.precision!r}) is not implemented '
+                                      "yet: the networks compute in float32; use config.precision='float32'")
         if run.G_reg_interval is None and lk['pl_weight'] > 0:
             raise NotImplementedError('path-length regularisation without a G_reg_interval (the official '
                                       "'Gboth' phase) is not supported; set config.G_reg_interval")
