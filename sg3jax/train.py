@@ -97,7 +97,7 @@ def make_data_fn(config):
     def make_data(run, start_step):
         return data_lib.make_iterator(ds, global_batch_size=run.batch_size, seed=run.seed, mirror=run.mirror,
                                       process_index=jax.process_index(), process_count=jax.process_count(),
-                                      start_step=start_step)
+                                      start_step=start_step, use_labels=bool(run.c_dim))
     return make_data
 
 
