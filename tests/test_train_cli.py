@@ -38,3 +38,22 @@ def test_bad_override_names_the_field(tmp_path):
     assert out.returncode != 0
     assert ('config.batch_size (6) must be divisible by the device count (1) times config.batch_gpu (4)'
             in out.stderr), out.stderr[-2000:]
+
+
+def test_dataset_tool_then_train_end_to_end(tmp_path):
+    """The README path: dataset_tool on a folder of images, then the trainer on it, leaves a run directory."""
+    import numpy as np
+    from PIL import Image
+    (tmp_path / 'imgs').mkdir()
+    for i in range(24):
+        Image.fromarray(np.random.RandomState(i).randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+            tmp_path / 'imgs' / f'{i}.png')
+    run = lambda *a: subprocess.run([sys.executable, '-m', *a], cwd=REPO, env=_env(), capture_output=True,
+                                    text=True, timeout=600)
+    out = run('sg3jax.dataset_tool', '--source', str(tmp_path / 'imgs'), '--dest', str(tmp_path / 'ds'))
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = run('sg3jax.train', '--config', f'configs/stylegan3_t.py:tiny,data={tmp_path / "ds"}',
+              '--workdir', str(tmp_path / 'run'), '--config.kimg=0.016')
+    assert out.returncode == 0, out.stderr[-3000:]
+    names = {p.name for p in (tmp_path / 'run').iterdir()}
+    assert {'fakes_init.png', 'fakes000000.png', 'stats.jsonl', 'checkpoints', 'network-snapshot-000000'} <= names
