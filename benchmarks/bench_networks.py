@@ -13,8 +13,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from sg3jax.networks import discriminator, generator, presets
 

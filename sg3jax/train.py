@@ -74,8 +74,8 @@ def dry_run(config):
     n_params = sum(x.size for part in ('G', 'D') for x in jax.tree.leaves(state[part]))
     print(f'# {jax.device_count()} x {jax.devices()[0].device_kind}, global batch {n} '
           f'({run.batch_per_device}/device), {n_params / 1e6:.2f} M parameters (G + D)')
-    print(f'| phase | arguments | outputs | temporaries | code | GFLOP/step |')
-    print(f'|---|---|---|---|---|---|')
+    print('| phase | arguments | outputs | temporaries | code | GFLOP/step |')
+    print('|---|---|---|---|---|---|')
     for name, fn in steps.items():
         compiled = fn.lower(state, batch, key).compile()
         mem = compiled.memory_analysis()
@@ -113,12 +113,7 @@ def main(argv):
     if not config.data:
         raise app.UsageError('config.data is required to train: a dataset made by `python -m '
                              'sg3jax.dataset_tool` or a TFDS name')
-    try:
-        make_data = make_data_fn(config)
-    except ImportError as e:
-        raise NotImplementedError('the dataset pipeline (sg3jax.data, the data issue) is not available yet, so '
-                                  'the trainer cannot read datasets; sg3jax.training.loop.train runs with any '
-                                  f'batch iterator ({e})') from e
+    make_data = make_data_fn(config)
     c_dim, img_channels = dataset_properties(config)
     from sg3jax.training import loop
     loop.train(config, _WORKDIR.value, make_data=make_data, c_dim=c_dim, img_channels=img_channels)

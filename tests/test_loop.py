@@ -98,4 +98,4 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     step = ckpt.make_manager(tmp_path).latest_step()
     assert 1 < step < 8
     out = _finish(_start(tmp_path))                  # and the run then completes from there
-    assert f'resuming from' in out and _final_state(tmp_path)[0] == 8
+    assert 'resuming from' in out and _final_state(tmp_path)[0] == 8

@@ -26,11 +26,10 @@ Choices where the official code is per-GPU (documented in STYLE.md section 4):
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
