@@ -43,10 +43,10 @@ def _wait_for_checkpoint(p, workdir, step, timeout=600):
 def _final_state(workdir):
     mngr = ckpt.make_manager(workdir)
     step = mngr.latest_step()
-    meta = mngr.restore(step, args=ckpt.ocp.args.Composite(meta=ckpt.ocp.args.JsonRestore()))['meta']
-    state = mngr.restore(step, args=ckpt.ocp.args.Composite(state=ckpt.ocp.args.StandardRestore()))['state']
+    out = mngr.restore(step, args=ckpt.ocp.args.Composite(state=ckpt.ocp.args.StandardRestore(),
+                                                          meta=ckpt.ocp.args.JsonRestore()))
     mngr.close()
-    return step, meta, jax.device_get(state)
+    return step, out['meta'], jax.device_get(out['state'])
 
 
 @pytest.fixture(scope='module')

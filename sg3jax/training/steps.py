@@ -26,6 +26,7 @@ Choices where the official code is per-GPU (documented in STYLE.md section 4):
 
 import dataclasses
 import functools
+import json
 from typing import Callable, Dict, Optional
 
 import jax
@@ -65,7 +66,6 @@ class TrainSpec:
     @classmethod
     def from_config(cls, run) -> 'TrainSpec':
         """From a resolved training config (`sg3jax.training.config.resolve`)."""
-        import json
         lk = run.loss_kwargs
         if run.precision != 'float32':
             raise NotImplementedError(f'mixed precision (config.precision={run.precision!r}) is not implemented '
@@ -90,12 +90,10 @@ class TrainSpec:
 
     @property
     def G_cfg(self):
-        import json
         return json.loads(self.G_cfg_json)
 
     @property
     def D_cfg(self):
-        import json
         return json.loads(self.D_cfg_json)
 
 
