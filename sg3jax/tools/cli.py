@@ -1,0 +1,119 @@
+"""Command-line helpers shared by the sampling tools: the official argument syntaxes and atomic writes.
+
+The parsers accept what the official tools accept (NVlabs/stylegan3 gen_images.py `parse_range`, `parse_vec2`,
+gen_video.py `parse_tuple`) and raise ToolError naming the flag otherwise; each tool's main() turns a ToolError
+into argparse's usage error (exit status 2).
+"""
+
+import contextlib
+import os
+import re
+import tempfile
+from typing import List, Tuple
+
+import numpy as np
+
+
+class ToolError(ValueError):
+    """Bad input to a sampling tool; the message names the flag or file and what was expected."""
+
+
+_RANGE = re.compile(r'^(\d+)-(\d+)$')
+
+
+def parse_range(s, flag='--seeds') -> List[int]:
+    """'1,2,5-10' -> [1, 2, 5, 6, 7, 8, 9, 10] (official parse_range: comma-separated ints and inclusive ranges)."""
+    if isinstance(s, (list, tuple)):
+        return [int(v) for v in s]
+    out = []
+    for part in str(s).split(','):
+        part = part.strip()
+        m = _RANGE.match(part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise ToolError(f'{flag} {s!r}: range {part!r} is empty (the end must be >= the start)')
+            out.extend(range(lo, hi + 1))
+        elif re.fullmatch(r'\d+', part):
+            out.append(int(part))
+        else:
+            raise ToolError(f"{flag} {s!r}: expected comma-separated non-negative integers or ranges like "
+                            f"'0,1,4-6', got {part!r}")
+    return out
+
+
+def parse_seeds(s, flag='--seeds') -> List[int]:
+    """parse_range, restricted to what np.random.RandomState accepts as a seed (0 .. 2**32 - 1)."""
+    seeds = parse_range(s, flag)
+    if not seeds:
+        raise ToolError(f'{flag}: no seeds given')
+    bad = [v for v in seeds if not 0 <= v < 2 ** 32]
+    if bad:
+        raise ToolError(f'{flag}: seeds must be in [0, 2**32), got {bad[0]}')
+    return seeds
+
+
+def parse_vec2(s, flag='--translate') -> Tuple[float, float]:
+    """'0.3,1' -> (0.3, 1.0) (official parse_vec2)."""
+    if isinstance(s, (list, tuple)) and len(s) == 2:
+        return float(s[0]), float(s[1])
+    parts = str(s).split(',')
+    try:
+        if len(parts) == 2:
+            v = (float(parts[0]), float(parts[1]))
+            if all(np.isfinite(v)):
+                return v
+    except ValueError:
+        pass
+    raise ToolError(f"{flag} {s!r}: expected two finite numbers 'x,y', e.g. '0.3,1'")
+
+
+def parse_tuple(s, flag='--grid') -> Tuple[int, int]:
+    """'4x2' or '4,2' -> (4, 2) (official gen_video parse_tuple); both must be >= 1 here."""
+    if isinstance(s, (list, tuple)) and len(s) == 2:
+        w, h = int(s[0]), int(s[1])
+    else:
+        m = re.fullmatch(r'(\d+)[x,](\d+)', str(s))
+        if not m:
+            raise ToolError(f"{flag} {s!r}: expected 'WxH', e.g. '4x2'")
+        w, h = int(m.group(1)), int(m.group(2))
+    if w < 1 or h < 1:
+        raise ToolError(f'{flag} {s!r}: width and height must be >= 1')
+    return w, h
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path` (same directory and suffix, so writers that look at the extension
+    still work); on success it is renamed onto `path` with os.replace (atomic on POSIX), on failure removed.
+    Readers therefore see the old file or the complete new one, never a partial file."""
+    path = os.fspath(path)
+    d, name = os.path.split(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    stem, ext = os.path.splitext(name)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{stem}.tmp-', suffix=ext, dir=d)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def save_png(path, img):
+    """uint8 [H, W, C] (C = 1 or 3) -> PNG at `path`, atomically (grayscale as mode 'L', as the official tool)."""
+    import PIL.Image
+    img = np.asarray(img)
+    pil = PIL.Image.fromarray(img[:, :, 0], 'L') if img.shape[2] == 1 else PIL.Image.fromarray(img, 'RGB')
+    with atomic_path(path) as tmp:
+        pil.save(tmp, format='PNG')
+
+
+def run_main(parser, fn, args):
+    """Calls fn(args); a ToolError becomes parser.error (message on stderr, exit status 2)."""
+    try:
+        return fn(args)
+    except ToolError as e:
+        parser.error(str(e))
