@@ -49,7 +49,7 @@ def test_every_config_file_and_variant_loads(cfg):
         assert isinstance(config, config_dict.ConfigDict), arg
         assert config.cfg == cfg
         assert set(config.keys()) == set(C.base_config(cfg).keys()), arg
-        if config.gamma is not None and config.aug == 'noaug':
+        if config.gamma is not None:
             C.resolve(config, num_devices=1 if arg and 'tiny' in arg else 8)
 
 
@@ -77,8 +77,9 @@ def test_config_flags_load_override_and_lock():
         fv(argv)
         return fv.config
 
-    config = parse('--config.batch_size=64', '--config.glr=0.003', '--config.metrics=()')
+    config = parse('--config.batch_size=64', '--config.glr=0.003', '--config.metrics=fid50k_full,eqt50k_int')
     assert (config.batch_size, config.glr, config.gamma, config.data) == (64, 0.003, 32.8, '/data/ffhq')
+    assert C.metric_names(config.metrics) == ['fid50k_full', 'eqt50k_int']
     run = C.resolve(config, num_devices=8)
     assert run.ema_kimg == 64 * 10 / 32 and run.G_opt_kwargs.lr == 0.003
     with pytest.raises(Exception, match='batch_sz'):
@@ -211,15 +212,16 @@ BAD = [  # (cfg, overrides, device count, exception, message)
     ('stylegan3-t', dict(snap=0), 8, ValueError, r'config\.snap \(0\) must be an int >= 1'),
     ('stylegan3-t', dict(cfg='stylegan4'), 8, ValueError, r'config\.cfg must be one of'),
     ('stylegan3-t', dict(aug='strong'), 8, ValueError, r"config\.aug \('strong'\) must be one of"),
-    ('stylegan3-t', dict(aug='ada'), 8, NotImplementedError, r'ADA augmentation \(--aug=ada/fixed\) is the ADA issue'),
-    ('stylegan3-t', dict(aug='fixed'), 8, NotImplementedError, r'--config\.aug=noaug'),
+    ('stylegan3-t', dict(augpipe='bgcx'), 8, ValueError, r"config\.augpipe \('bgcx'\) must be one of"),
+    ('stylegan3-t', dict(ada_kimg=0.0), 8, ValueError, r'config\.ada_kimg \(0\.0\) must be a number > 0'),
+    ('stylegan3-t', dict(ada_interval=0), 8, ValueError, r'config\.ada_interval \(0\) must be an int >= 1'),
     ('stylegan3-t', dict(precision='float8'), 8, ValueError, r"config\.precision \('float8'\) must be one of"),
     ('stylegan3-t', dict(fp32=True, precision='bfloat16'), 8, ValueError, r"config\.fp32=True.*'float32'"),
     ('stylegan3-t', dict(nan_policy='ignore'), 8, ValueError, r"config\.nan_policy \('ignore'\) must be one of"),
     ('stylegan3-t', dict(p=1.5), 8, ValueError, r'config\.p \(1\.5\) must be a number >= 0 and <= 1'),
     ('stylegan3-t', dict(map_depth=0), 8, ValueError, r'config\.map_depth \(0\) must be an int >= 1'),
     ('stylegan3-t', dict(D_reg_interval=-1), 8, ValueError, r'config\.D_reg_interval'),
-    ('stylegan3-t', dict(metrics=('fid50k_full',)), 8, NotImplementedError, r'quality metrics'),
+    ('stylegan3-t', dict(metrics='fid50k_full,fid51k'), 8, ValueError, r"config\.metrics .* unknown metric 'fid51k'"),
     ('stylegan2', dict(magnitude_ema_beta=0.9), 8, ValueError, r'config\.magnitude_ema_beta .* StyleGAN3 only'),
     ('stylegan3-t', dict(), 0, ValueError, r'the device count must be a positive int'),
 ]

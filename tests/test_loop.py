@@ -99,3 +99,23 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     assert 1 < step < 8
     out = _finish(_start(tmp_path))                  # and the run then completes from there
     assert 'resuming from' in out and _final_state(tmp_path)[0] == 8
+
+
+@pytest.mark.slow
+def test_metrics_at_snapshots(tmp_path, monkeypatch):
+    """config.metrics runs at each snapshot on G_ema and appends the official JSON line to metric-<name>.jsonl
+    (eqt50k_int needs no dataset or feature network; its sample count is cut down for the test)."""
+    import functools
+    import sg3jax.metrics as metrics_lib
+    from train_worker import load_config, make_data
+    from sg3jax.training import loop
+    monkeypatch.setattr(metrics_lib, 'calc_metric',
+                        functools.partial(metrics_lib.calc_metric, num_gen=8, batch_size=8))
+    config = load_config('stylegan3_t', 'tiny')
+    config.update(dict(kimg=0.016, metrics='eqt50k_int'))
+    lines = []
+    loop.train(config, tmp_path, make_data=make_data, c_dim=0, img_channels=3, log=lines.append)
+    records = [json.loads(l) for l in (tmp_path / 'metric-eqt50k_int.jsonl').read_text().splitlines()]
+    assert [r['snapshot_pkl'] for r in records] == ['network-snapshot-000000', 'network-snapshot-000000']
+    assert all(r['metric'] == 'eqt50k_int' and np.isfinite(r['results']['eqt50k_int']) for r in records)
+    assert any(l.startswith('eqt50k_int: eqt50k_int ') for l in lines)

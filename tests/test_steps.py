@@ -123,3 +123,50 @@ def test_nonfinite_loss_is_recorded_with_step_and_phase(policy):
     # as the official loop, and the trainer stops at the next log tick.
     same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(opt_before), jax.tree.leaves(opt_after)))
     assert same == (policy == 'skip')
+
+
+def test_ada_heuristic_moves_p_by_the_sign_of_the_real_logits():
+    """aug='ada': every D pass over reals (Dmain, Dreg) adds sign(D(real)) to the state's accumulator; after every
+    ada_interval-th minibatch p <- max(p + sign(mean - target) * batch * interval / (ada_kimg * 1000), 0) and the
+    accumulator resets (official training_loop.py). Also: p is in the state, logged, and changes no shapes."""
+    import dataclasses
+    spec = dataclasses.replace(tiny_spec(batch_size=8), aug='ada', ada_kimg=0.1, ada_target=0.0)
+    steps = S.make_steps(spec)
+    state = S.init_state(jax.random.key(0), spec)
+    assert float(state['augment']['p']) == 0.0
+    key, step_size = jax.random.key(1), 8 * 4 / 100
+    p = 0.0
+    for i in range(8):
+        before = jax.device_get(state['augment'])
+        state, m = S.train_step(state, jax.tree.map(jnp.asarray, _batch(8, seed=i)), key, spec, steps, i)
+        after = jax.device_get(state['augment'])
+        # Between updates the signs only accumulate (Dmain's 8, plus Dreg's 8 at step 0); on an update step this
+        # step's Dmain signs (its logged mean) complete the sum that decides the direction.
+        if (i + 1) % 4:
+            assert after['count'] == before['count'] + (16 if i % 16 == 0 else 8)
+            assert float(after['p']) == pytest.approx(p)
+        else:
+            total = before['sign_sum'] + 8 * float(m['Loss/signs/real'])
+            count = before['count'] + 8
+            p = max(p + float(np.sign(total / count - 0.0)) * step_size, 0.0)
+            assert float(after['p']) == pytest.approx(p, abs=1e-6)
+            assert after['sign_sum'] == 0 and after['count'] == 0
+        assert float(m['Progress/augment']) == pytest.approx(float(after['p']))
+
+
+def test_fixed_augmentation_is_applied_at_p():
+    """aug='fixed': p stays at config.p and the augment pipe really runs (D's loss differs from noaug)."""
+    import dataclasses
+    base = tiny_spec(batch_size=8)
+    losses = {}
+    for aug in ('noaug', 'fixed'):
+        spec = dataclasses.replace(base, aug=aug, augment_p=0.5)
+        steps = S.make_steps(spec)
+        state = S.init_state(jax.random.key(0), spec)
+        state, m = S.train_step(state, jax.tree.map(jnp.asarray, _batch(8)), jax.random.key(1), spec, steps, 1)
+        losses[aug] = float(m['Loss/D/loss'])
+        if aug == 'fixed':
+            assert float(m['Progress/augment']) == 0.5 and float(state['augment']['p']) == 0.5
+        else:
+            assert 'augment' not in state
+    assert np.isfinite(losses['fixed']) and losses['fixed'] != losses['noaug']

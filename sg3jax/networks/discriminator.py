@@ -32,6 +32,7 @@ class DBlockSpec:
     in_channels: int
     tmp_channels: int
     out_channels: int
+    use_fp16: bool            # official: resolution >= max(2**(log2(R) + 1 - num_fp16_res), 8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,9 @@ def _d_spec_cached(c_dim, img_resolution, img_channels, kwargs_json):
     cmap_dim = ch[4] if o['cmap_dim'] is None else o['cmap_dim']
     if c_dim == 0:
         cmap_dim = 0
-    blocks = tuple(DBlockSpec(f'b{res}', res, ch[res] if res < img_resolution else 0, ch[res], ch[res // 2])
+    fp16_resolution = max(2 ** (log2 + 1 - o['num_fp16_res']), 8)
+    blocks = tuple(DBlockSpec(f'b{res}', res, ch[res] if res < img_resolution else 0, ch[res], ch[res // 2],
+                              res >= fp16_resolution)
                    for res in resolutions)
     return DSpec(c_dim, img_resolution, img_channels, o['architecture'], blocks, ch[4], cmap_dim, o['conv_clamp'],
                  bk.get('activation', 'lrelu'), tuple(float(v) for v in bk.get('resample_filter', (1, 3, 3, 1))),
@@ -142,10 +145,13 @@ def minibatch_std(x, group_size: Optional[int] = 4, num_channels: int = 1):
     return jnp.concatenate([x, y], axis=-1)
 
 
-def d_apply(params, spec: DSpec, img, c=None, impl='fast', return_activations=False, mbstd_fn=None):
-    """img [N, R, R, C] (NHWC, in [-1, 1]), c [N, c_dim] -> logits [N, 1].
+def d_apply(params, spec: DSpec, img, c=None, impl='fast', return_activations=False, mbstd_fn=None,
+            mixed_dtype=None):
+    """img [N, R, R, C] (NHWC, in [-1, 1]), c [N, c_dim] -> logits [N, 1] (float32).
 
-    `mbstd_fn` replaces `minibatch_std` (e.g. a shard_map'ed per-device version during training)."""
+    `mbstd_fn` replaces `minibatch_std` (e.g. a shard_map'ed per-device version during training).
+    `mixed_dtype` (jnp.bfloat16 / jnp.float16): compute dtype of the `use_fp16` blocks (the highest
+    resolutions), as the official fp16 blocks on CUDA; the epilogue stays float32. None = float32 everywhere."""
     if img.ndim != 4 or img.shape[1:] != (spec.img_resolution, spec.img_resolution, spec.img_channels):
         raise ValueError(f'img must have shape [N, {spec.img_resolution}, {spec.img_resolution}, '
                          f'{spec.img_channels}] (NHWC), got {img.shape}')
@@ -156,8 +162,10 @@ def d_apply(params, spec: DSpec, img, c=None, impl='fast', return_activations=Fa
     img = img.astype(jnp.float32)
     for blk in spec.blocks:
         p = params[blk.name]
+        dtype = mixed_dtype if (mixed_dtype is not None and blk.use_fp16) else jnp.float32
+        x = x.astype(dtype) if x is not None else None
         if blk.in_channels == 0 or spec.architecture == 'skip':
-            y = conv_apply(p['fromrgb'], img, activation=act, conv_clamp=clamp, impl=impl)
+            y = conv_apply(p['fromrgb'], img.astype(dtype), activation=act, conv_clamp=clamp, impl=impl)
             x = x + y if x is not None else y
             img = downsample2d(img, f, impl=impl) if spec.architecture == 'skip' else None
         if spec.architecture == 'resnet':
@@ -178,8 +186,9 @@ def d_apply(params, spec: DSpec, img, c=None, impl='fast', return_activations=Fa
         cmap = mapping_apply(params['mapping'], {}, None, c, **_mapping_kwargs(spec))
         acts['cmap'] = cmap
 
-    # Epilogue (official DiscriminatorEpilogue).
+    # Epilogue (official DiscriminatorEpilogue), always float32.
     p = params['b4']
+    x = x.astype(jnp.float32)
     if spec.architecture == 'skip':
         x = x + conv_apply(p['fromrgb'], img, activation=act, impl=impl)
     if spec.mbstd_num_channels > 0:

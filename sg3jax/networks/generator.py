@@ -124,16 +124,19 @@ def mapping(params, buffers, z, c, cfg, truncation_psi=1.0, truncation_cutoff=No
 
 
 def synthesis(params, buffers, ws, cfg, update_emas=False, noise_mode='const', noise_key=None,
-              fused_modconv=None, transform=None, impl='fast'):
+              fused_modconv=None, transform=None, impl='fast', mixed_dtype=None):
     """ws -> images [N, R, R, C] (NHWC); with update_emas -> (img, new_buffers).
 
     StyleGAN3: `transform` ([3,3] or [N,3,3]) overrides the input's transform buffer; noise options are ignored,
     as in the official code. StyleGAN2: `noise_mode` 'const' | 'random' (needs noise_key) | 'none',
-    `fused_modconv` None = config default. `impl`: 'fast' or 'ref' (the official op order; slower)."""
+    `fused_modconv` None = config default. `impl`: 'fast' or 'ref' (the official op order; slower).
+    `mixed_dtype`: jnp.bfloat16 or jnp.float16 runs the top `num_fp16_res` resolutions in that dtype (mixed
+    precision, official fp16 layers); None = float32 everywhere."""
     s = spec(cfg)
     if s.arch == 'stylegan3':
         out = synthesis_sg3.synthesis_apply(params['synthesis'], buffers['synthesis'], ws, s.synthesis,
-                                            update_emas=update_emas, transform=transform, impl=impl)
+                                            update_emas=update_emas, transform=transform, impl=impl,
+                                            mixed_dtype=mixed_dtype)
         if update_emas:
             img, sb = out
             return img, {**buffers, 'synthesis': sb}
@@ -142,7 +145,7 @@ def synthesis(params, buffers, ws, cfg, update_emas=False, noise_mode='const', n
         raise ValueError('transform is a StyleGAN3 input option; StyleGAN2 has a constant input')
     img = synthesis_sg2.synthesis_apply(params['synthesis'], buffers['synthesis'], ws, s.synthesis,
                                         noise_mode=noise_mode, noise_key=noise_key, fused_modconv=fused_modconv,
-                                        impl=impl)
+                                        impl=impl, mixed_dtype=mixed_dtype)
     return (img, buffers) if update_emas else img
 
 

@@ -148,14 +148,16 @@ def _torgb(p, x, w, spec, fused_modconv, impl='fast'):
 
 
 def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, noise_mode='const', noise_key=None,
-                    fused_modconv=None, impl='fast', return_activations=False):
+                    fused_modconv=None, impl='fast', return_activations=False, mixed_dtype=None):
     """ws [N, num_ws, w_dim] -> images [N, R, R, C] (NHWC).
 
     noise_mode: 'const' (the stored noise_const buffers; the default here, since it needs no key), 'random'
     (needs `noise_key`), or 'none'. fused_modconv: None = the config's `fused_modconv_default`. The official
     'inference_only' (grouped convs for inference, dense for training) maps to the dense form everywhere here:
     on XLA the dense form is the faster one in both cases, and XLA's SPMD partitioner mis-partitions the
-    batch-grouped convolution's gradient over a sharded batch.
+    batch-grouped convolution's gradient over a sharded batch. `mixed_dtype` (jnp.bfloat16 / jnp.float16): the
+    compute dtype of the blocks the official code runs in fp16 on CUDA (resolution >= 2**(log2(R) + 1 -
+    num_fp16_res), at least 8); the image accumulates in float32. None = float32 everywhere.
     """
     if noise_mode not in ('random', 'const', 'none'):
         raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
@@ -174,11 +176,13 @@ def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, noise_mode='const'
     acts = {}
     for blk in spec.blocks:
         p, b = params[blk.name], buffers.get(blk.name, {})
+        dtype = mixed_dtype if (mixed_dtype is not None and blk.use_fp16) else jnp.float32
+        x = x.astype(dtype) if x is not None else None
         bws = [ws[:, w_idx + i] for i in range(blk.num_conv + blk.num_torgb)]
         w_idx += blk.num_conv
         wi = iter(bws)
         if blk.in_channels == 0:
-            x = jnp.broadcast_to(jnp.transpose(p['const'], (1, 2, 0))[None],
+            x = jnp.broadcast_to(jnp.transpose(p['const'], (1, 2, 0))[None].astype(dtype),
                                  (ws.shape[0], blk.resolution, blk.resolution, blk.out_channels))
             x = _synthesis_layer(p['conv1'], b.get('conv1'), x, next(wi), spec, blk.resolution, 1, noise_mode,
                                  next(keys), fused_modconv, impl=impl)
@@ -197,7 +201,7 @@ def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, noise_mode='const'
         if img is not None:
             img = upsample2d(img, f, impl=impl)
         if blk.num_torgb:
-            y = _torgb(p['torgb'], x, next(wi), spec, fused_modconv, impl=impl)
+            y = _torgb(p['torgb'], x, next(wi), spec, fused_modconv, impl=impl).astype(jnp.float32)
             img = img + y if img is not None else y
         acts[f'{blk.name}.x'], acts[f'{blk.name}.img'] = x, img
     return (img, acts) if return_activations else img

@@ -220,11 +220,13 @@ def synthesis_input(params, buffers, w, spec: SynthesisSpec, transform=None):
 
 
 def synthesis_layer(params, buffers, x, w, layer: LayerSpec, spec: SynthesisSpec, update_emas=False,
-                    impl='fast'):
+                    impl='fast', dtype=jnp.float32):
     """One SG3 layer: modulated conv (input scaled by rsqrt(magnitude_ema)) -> filtered leaky ReLU.
 
     Returns (x, buffers); with `update_emas` the input's mean square updates `magnitude_ema` (decay
-    magnitude_ema_beta), computed over the whole batch given (global batch under jit)."""
+    magnitude_ema_beta), computed over the whole batch given (global batch under jit). `dtype` is the layer's
+    compute dtype: the styles, weight normalisation and demodulation stay float32 and only the activations and
+    the convolution run in it, as the official fp16 layers (the clamp to conv_clamp is what keeps them finite)."""
     if update_emas:
         magnitude_cur = jnp.mean(jnp.square(lax.stop_gradient(x).astype(jnp.float32)))
         buffers = {**buffers, 'magnitude_ema': lerp(magnitude_cur, buffers['magnitude_ema'],
@@ -233,7 +235,7 @@ def synthesis_layer(params, buffers, x, w, layer: LayerSpec, spec: SynthesisSpec
     styles = fc_apply(params['affine'], w)
     if layer.is_torgb:
         styles = styles * (1 / np.sqrt(layer.in_channels * layer.conv_kernel ** 2))
-    x = modulated_conv2d(x, params['weight'], styles, demodulate=not layer.is_torgb,
+    x = modulated_conv2d(x.astype(dtype), params['weight'], styles, demodulate=not layer.is_torgb,
                          padding=layer.conv_kernel - 1, input_gain=input_gain, fused=(impl == 'ref'))
     fu, fd = layer_filters(layer)
     x = filtered_lrelu(x, fu, fd, params['bias'].astype(x.dtype), up=layer.up_factor, down=layer.down_factor,
@@ -243,11 +245,13 @@ def synthesis_layer(params, buffers, x, w, layer: LayerSpec, spec: SynthesisSpec
 
 
 def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, update_emas=False, transform=None, impl='fast',
-                    return_activations=False):
-    """ws [N, num_ws, w_dim] -> images [N, R, R, img_channels] (NHWC, output_scale applied).
+                    return_activations=False, mixed_dtype=None):
+    """ws [N, num_ws, w_dim] -> images [N, R, R, img_channels] (NHWC, output_scale applied, float32).
 
     Returns img, or (img, new_buffers) with `update_emas`; `return_activations` adds a dict of every layer's
-    output (for localising parity differences)."""
+    output (for localising parity differences). `mixed_dtype` (jnp.bfloat16 / jnp.float16): the compute dtype of
+    the layers the official code runs in fp16 on CUDA (`use_fp16`: sampling rate * 2**num_fp16_res >
+    img_resolution, i.e. the highest-resolution layers); None = float32 everywhere, the official CPU behaviour."""
     if ws.ndim != 3 or ws.shape[1:] != (spec.num_ws, spec.w_dim):
         raise ValueError(f'ws must have shape [N, {spec.num_ws}, {spec.w_dim}], got {ws.shape}')
     ws = ws.astype(jnp.float32)
@@ -256,10 +260,12 @@ def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, update_emas=False,
     acts['input'] = x
     new_buffers = dict(buffers)
     for i, layer in enumerate(spec.layers):
+        dtype = mixed_dtype if (mixed_dtype is not None and layer.use_fp16) else jnp.float32
         x, new_buffers[layer.name] = synthesis_layer(params[layer.name], buffers[layer.name], x, ws[:, i + 1],
-                                                     layer, spec, update_emas=update_emas, impl=impl)
+                                                     layer, spec, update_emas=update_emas, impl=impl, dtype=dtype)
         acts[layer.name] = x
     if spec.output_scale != 1:
         x = x * spec.output_scale
+    x = x.astype(jnp.float32)
     out = (x, new_buffers) if update_emas else x
     return (out, acts) if return_activations else out

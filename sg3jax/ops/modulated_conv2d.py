@@ -13,6 +13,7 @@ Layout: x is NHWC, weights are in the official [O, I, kh, kw] layout, styles [N,
 from typing import Optional
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from sg3jax.ops.conv2d_resample import conv2d, conv2d_resample
@@ -105,6 +106,11 @@ def modulated_conv2d_sg2(
         raise ValueError(f'modulated_conv2d_sg2: x {x.shape}, weight {weight.shape}, styles {styles.shape}')
     conv = lambda x1, w1, g: conv2d_resample(x1, w1, f=resample_filter, up=up, down=down, padding=padding,
                                              groups=g, flip_weight=flip_weight, impl=impl)
+    if x.dtype == jnp.float16 and demodulate:
+        # Official fp16 guard: pre-scale weight and styles by their max-norms so the products cannot overflow
+        # float16. Demodulation divides both scales out again.
+        weight = weight * (1 / np.sqrt(i * kh * kw) / jnp.max(jnp.abs(weight), axis=(1, 2, 3), keepdims=True))
+        styles = styles / jnp.max(jnp.abs(styles), axis=1, keepdims=True)
     dcoefs = None
     if demodulate:
         dcoefs = lax.rsqrt(jnp.square(styles) @ jnp.sum(jnp.square(weight), axis=(2, 3)).T + 1e-8)  # [N,O]

@@ -153,9 +153,9 @@ def _fir_1d(x, g, axis, up, down, p0, p1):
         for k in range(taps):
             if g[k] == 0:
                 continue
-            term = lax.slice_in_dim(x, k, k + (n_out - 1) * down + 1, down, axis) * g[k]
+            term = _f32(lax.slice_in_dim(x, k, k + (n_out - 1) * down + 1, down, axis)) * float(g[k])
             acc = term if acc is None else acc + term
-        return acc if acc is not None else jnp.zeros(_shape_with(x, axis, n_out), x.dtype)
+        return acc.astype(x.dtype) if acc is not None else jnp.zeros(_shape_with(x, axis, n_out), x.dtype)
 
     # Polyphase upsampling (down is applied afterwards by a strided slice; SG3 never combines up>1 and down>1 in
     # one pass, since the nonlinearity sits between them, so this stays simple).
@@ -177,11 +177,11 @@ def _fir_1d(x, g, axis, up, down, p0, p1):
     for q in range(up):
         acc = None
         for off, gk in reads[q]:
-            term = lax.slice_in_dim(xp, off + lo, off + lo + n_phase, 1, axis) * gk
+            term = _f32(lax.slice_in_dim(xp, off + lo, off + lo + n_phase, 1, axis)) * gk
             acc = term if acc is None else acc + term
         if acc is None:
             acc = jnp.zeros(_shape_with(x, axis, n_phase), x.dtype)
-        phases.append(acc)
+        phases.append(acc.astype(x.dtype))
     y = jnp.stack(phases, axis=axis + 1)      # [..., n_phase, up, ...]
     shape = list(x.shape)
     shape[axis] = n_phase * up
@@ -190,6 +190,12 @@ def _fir_1d(x, g, axis, up, down, p0, p1):
     if down > 1:
         y = lax.slice_in_dim(y, 0, (n_out - 1) * down + 1, down, axis)
     return y
+
+
+def _f32(x):
+    # Taps are summed in float32 whatever the storage dtype (bf16/fp16 layers of mixed precision), as the official
+    # CUDA kernels accumulate in float32; XLA fuses the casts into the sum, so this costs no memory traffic.
+    return x.astype(jnp.float32)
 
 
 def _shape_with(x, axis, n):
@@ -231,9 +237,10 @@ def _fir_2d_strided(x, g, down_y, down_x):
             if g[i, j] == 0:
                 continue
             term = lax.slice(x, (0, i, j, 0), (n, i + (ho - 1) * down_y + 1, j + (wo - 1) * down_x + 1, c),
-                             (1, down_y, down_x, 1)) * g[i, j]
+                             (1, down_y, down_x, 1))
+            term = _f32(term) * float(g[i, j])
             acc = term if acc is None else acc + term
-    return acc if acc is not None else jnp.zeros((n, ho, wo, c), x.dtype)
+    return acc.astype(x.dtype) if acc is not None else jnp.zeros((n, ho, wo, c), x.dtype)
 
 
 def _upfirdn2d_fast(x, f, up, down, padding, flip_filter, gain):

@@ -86,10 +86,14 @@ def base_config(cfg: str) -> config_dict.ConfigDict:
     c.ema_kimg           = ph(float)    # G_ema half-life in kimg; None = batch_size * 10 / 32.
     c.ema_rampup         = 0.05         # EMA ramp-up: half-life <= nimg * ema_rampup [official: 0.05].
 
-    # Augmentation (ADA is a later issue: only 'noaug' runs for now).
-    c.aug                = 'noaug'      # 'noaug' | 'ada' | 'fixed' [official default: 'ada'].
+    # Augmentation (Karras et al. 2020, "Training GANs with Limited Data"; sg3jax.training.augment).
+    c.aug                = 'ada'        # 'noaug' | 'ada' (adaptive p) | 'fixed' (p = config.p) [official: 'ada'].
     c.p                  = 0.2          # Augmentation probability for aug='fixed' [official: 0.2].
-    c.target             = 0.6          # ADA target value for aug='ada' [official: 0.6].
+    c.target             = 0.6          # ADA target value of E[sign(D(real))] for aug='ada' [official: 0.6].
+    c.augpipe            = 'bgc'        # Augmentation ops: a preset of sg3jax.training.augment.PRESETS [official
+                                        # StyleGAN3: always 'bgc'; StyleGAN2-ADA's --augpipe].
+    c.ada_interval       = 4            # Adjust p every N minibatches [official: 4].
+    c.ada_kimg           = 500.0        # p can move from 0 to 1 in this many kimg [official: 500].
 
     # Schedule, logging, checkpoints.
     c.kimg               = 25000.0      # Total training length in thousands of real images [official: 25000].
@@ -100,14 +104,18 @@ def base_config(cfg: str) -> config_dict.ConfigDict:
                                         # = none. An interrupted run resumes from --workdir by itself.
     c.keep_checkpoints   = 5            # Checkpoints kept in --workdir (the latest N).
     c.nan_policy         = 'stop'       # Non-finite loss: 'stop' the run, or 'skip' that update.
-    c.metrics            = ()           # Quality metrics, e.g. ('fid50k_full',) [official: fid50k_full]; later issue.
+    c.metrics            = ''           # Quality metrics at every snapshot, comma separated, e.g.
+                                        # 'fid50k_full,eqt50k_int' (sg3jax.metrics) [official: fid50k_full;
+                                        # here none by default: FID/KID/PR/IS/PPL need the converted Inception/
+                                        # VGG16 weights, see calc_metrics]. '' or 'none' = no metrics.
+    c.detector_dir       = ''           # Converted feature-network weights for the metrics; '' = $SG3JAX_DETECTORS.
+    c.metrics_cache_dir  = ''           # Dataset feature statistics cache; '' = WORKDIR/../.metrics-cache.
     return c
 
 #----------------------------------------------------------------------------
 # Dataset presets: the settings of the official docs/configs.md ("Configurations used in StyleGAN3 paper" and
 # "Old StyleGAN2-ADA configurations"), all for 8 GPUs. Options a row does not list keep the official command-line
-# default; in particular a row without --aug uses the official default aug='ada' (ADA: a later issue here, so
-# those presets refuse to run until then, or with --config.aug=noaug).
+# default; in particular a row without --aug uses the official default aug='ada'.
 
 _NGC = 'https://api.ngc.nvidia.com/v2/models/nvidia/research'
 
@@ -177,8 +185,27 @@ def apply_tiny(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
         cbase=1024, cmax=32, map_depth=2, z_dim=32, w_dim=32,
         gamma=1.0,                        # large enough for R1 to show in a few-step test
         kimg=0.064, tick=0.016, snap=2,   # 8 steps of 8 images; a tick every 2 steps, a checkpoint every 4
-        keep_checkpoints=2, workers=1))
+        keep_checkpoints=2, workers=1, aug='noaug'))
     return config
+
+
+def apply_quickstart(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
+    """The `python -m sg3jax.quickstart` run (in place): a class-conditional model of scikit-learn's 1,797
+    handwritten digits at 16x16, small enough that a 2-core CPU shows recognisable digits in a few minutes.
+    Learning rates are raised from the official 0.0025/0.002 (tuned for batch 32 at 256-1024 px and weeks of
+    training) so progress is visible within a few kimg; R1 gamma 0.1 ~ the official heuristic for tiny images."""
+    config.update(dict(
+        resolution=16, cond=True, batch_size=32, batch_gpu=0, mbstd_group=4,
+        cbase=2048, cmax=64, map_depth=2, z_dim=64, w_dim=64,
+        glr=0.005, dlr=0.005, gamma=0.1, ema_kimg=1.0, aug='noaug',
+        kimg=40.0, tick=1.0, snap=5, keep_checkpoints=2, workers=1))
+    return config
+
+
+def metric_names(metrics: str):
+    """'fid50k_full, kid50k_full' -> ['fid50k_full', 'kid50k_full']; '' and 'none' -> [] (official --metrics)."""
+    names = [m.strip() for m in metrics.split(',') if m.strip()]
+    return [] if names == ['none'] else names
 
 
 def recommended_gamma(cfg: str, resolution: int, batch_size: int) -> float:
@@ -304,11 +331,10 @@ def validate(config, num_devices: int, require_data: bool = True) -> None:
     need(c.aug in AUGS, 'aug', f'must be one of {AUGS}')
     num_in('p', 0, 1)
     num_in('target', 0, 1)
-    if c.aug != 'noaug':
-        raise NotImplementedError(
-            f'ADA augmentation (--aug=ada/fixed) is the ADA issue and not implemented yet: config.aug is '
-            f'{c.aug!r} (presets follow docs/configs.md, where ada is the default); set --config.aug=noaug to '
-            f'train without augmentation')
+    from sg3jax.training.augment import PRESETS as AUG_PRESETS
+    need(c.augpipe in AUG_PRESETS, 'augpipe', f'must be one of {sorted(AUG_PRESETS)}')
+    int_at_least('ada_interval', 1)
+    num_in('ada_kimg', 0, lo_open=True)
 
     # Schedule and bookkeeping.
     num_in('kimg', 0, lo_open=True)
@@ -318,10 +344,12 @@ def validate(config, num_devices: int, require_data: bool = True) -> None:
     int_at_least('keep_checkpoints', 1)
     need(isinstance(c.resume, str), 'resume', 'must be a string (path or URL; empty for none)')
     need(c.nan_policy in NAN_POLICIES, 'nan_policy', f'must be one of {NAN_POLICIES}')
-    need(isinstance(c.metrics, (tuple, list)), 'metrics', 'must be a tuple of metric names')
-    if c.metrics:
-        raise NotImplementedError(f'quality metrics during training are a later issue: config.metrics is '
-                                  f'{tuple(c.metrics)}; leave it empty')
+    need(isinstance(c.metrics, str), 'metrics', "must be a comma-separated string of metric names, e.g. "
+         "'fid50k_full,kid50k_full' ('' or 'none' for no metrics)")
+    from sg3jax.metrics.metric_main import is_valid_metric, list_valid_metrics
+    for name in metric_names(c.metrics):
+        need(is_valid_metric(name), 'metrics', f'has unknown metric {name!r}; valid metrics: '
+             f'{", ".join(list_valid_metrics())}')
 
 #----------------------------------------------------------------------------
 # Derived values.
@@ -401,11 +429,13 @@ _TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
 
 def get_config(cfg: str, arg: Optional[str] = None) -> config_dict.ConfigDict:
     """The body of every `configs/<cfg>.py:get_config(arg)`: the base config of `cfg`, then the arguments
-    preset=NAME, tiny, res=INT, data=PATH_OR_TFDS_NAME, cond, mirror (applied in that order)."""
-    arg = parse_arg(arg, preset='', res=0, data='', cond=False, mirror=False, tiny=False)
+    preset=NAME, quickstart, tiny, res=INT, data=PATH_OR_TFDS_NAME, cond, mirror (applied in that order)."""
+    arg = parse_arg(arg, preset='', res=0, data='', cond=False, mirror=False, tiny=False, quickstart=False)
     config = base_config(cfg)
     if arg['preset']:
         apply_preset(config, arg['preset'])
+    if arg['quickstart']:
+        apply_quickstart(config)
     if arg['tiny']:
         apply_tiny(config)
     if arg['res']:

@@ -113,8 +113,10 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
         state, meta, step = restored
         log(f'resuming from {workdir}/checkpoints step {step} ({meta["nimg"] / 1000:.1f} kimg)')
     elif run.resume:
-        raise NotImplementedError('config.resume (starting from another run or an official .pkl) lands with '
-                                  'the pickle-import issue; restart in the same workdir to resume a run')
+        raise NotImplementedError(f'config.resume ({run.resume!r}: fine-tuning from another run or an official '
+                                  '.pkl) is not implemented yet; an interrupted run resumes by itself when '
+                                  'restarted in the same workdir, and `python -m sg3jax.legacy_convert` reads '
+                                  'official pickles for sampling')
     else:
         state = jax.jit(lambda k: steps_lib.init_state(k, spec), out_shardings=repl)(k_init)
         step = 0
@@ -142,6 +144,9 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
 
     if step == 0:
         snapshot_images('fakes_init.png')
+
+    # Quality metrics at every snapshot (official --metrics), with G_ema.
+    metric_list = config_lib.metric_names(run.metrics)
 
     # The loop.
     preemption = _Preemption()
@@ -186,6 +191,7 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
                 for k, v in m.items():
                     stats.setdefault(k, []).append(float(v))
             stats = {k: float(np.mean(v)) for k, v in stats.items()}
+            augment_p = float(state['augment']['p']) if 'augment' in state else 0.0   # current p, as official
             tick_time = tick_end - tick_start_time
             kimg_tick = max(nimg - tick_start_nimg, 1) / 1000
             host_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
@@ -194,11 +200,12 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
                           'Timing/total_sec': tick_end - start_time, 'Timing/sec_per_tick': tick_time,
                           'Timing/sec_per_kimg': tick_time / kimg_tick, 'Timing/maintenance_sec': maintenance,
                           'Resources/cpu_mem_gb': host_mem, 'Resources/peak_device_mem_gb': dev_mem,
-                          'Progress/augment': 0.0, 'timestamp': time.time()})
+                          'Progress/augment': augment_p, 'timestamp': time.time()})
             if is_main:
                 log(f'tick {cur_tick:<5d} kimg {nimg / 1000:<8.1f} time {format_time(tick_end - start_time):<12s} '
                     f'sec/tick {tick_time:<7.1f} sec/kimg {tick_time / kimg_tick:<7.2f} '
-                    f'maintenance {maintenance:<6.1f} cpumem {host_mem:<6.2f} gpumem {dev_mem:<6.2f} augment 0.000')
+                    f'maintenance {maintenance:<6.1f} cpumem {host_mem:<6.2f} gpumem {dev_mem:<6.2f} '
+                    f'augment {augment_p:.3f}')
                 with open(workdir / 'stats.jsonl', 'a') as f:
                     f.write(json.dumps(stats) + '\n')
                 for k, v in stats.items():   # official: global_step = kimg, walltime since the start
@@ -212,9 +219,12 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
                 meta = {'nimg': nimg, 'data_position': step, 'config': json.loads(json.dumps(run.to_dict(),
                                                                                                 default=str))}
                 ckpt.save(manager, step, state, meta, force=True)
-                ckpt.export_generator(workdir / f'network-snapshot-{nimg // 1000:06d}', state['G_ema'],
-                                      state['buffers']['G_ema'], G_cfg, extra={'kimg': nimg / 1000, 'step': step})
+                snapshot = workdir / f'network-snapshot-{nimg // 1000:06d}'
+                ckpt.export_generator(snapshot, state['G_ema'], state['buffers']['G_ema'], G_cfg,
+                                      extra={'kimg': nimg / 1000, 'step': step})
                 snapshot_images(f'fakes{nimg // 1000:06d}.png')
+                if metric_list and not preempted:
+                    _evaluate_metrics(metric_list, run, state, G_cfg, workdir, snapshot, writer, nimg, log)
             cur_tick += 1
             tick_start_nimg, tick_start_time = nimg, time.time()
             maintenance = tick_start_time - maint_start
@@ -233,6 +243,27 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
 
 
 @jax.jit
+def _evaluate_metrics(names, run, state, G_cfg, workdir, snapshot, writer, nimg, log):
+    """Each metric of `names` on G_ema, appended to workdir/metric-<name>.jsonl and TensorBoard `Metrics/*`
+    (official training_loop: after the snapshot, every rank computes, rank 0 reports)."""
+    from sg3jax import data as data_lib
+    from sg3jax import metrics as metrics_lib
+    G = (state['G_ema'], state['buffers']['G_ema'], G_cfg)
+    # Opened here only for a TFDS name in a data_dir; the equivariance metrics need no dataset at all.
+    dataset = data_lib.open_dataset(run.data, data_dir=run.data_dir) if run.data_dir else run.data
+    cache_dir = run.metrics_cache_dir or str(pathlib.Path(workdir).absolute().parent / '.metrics-cache')
+    for name in names:
+        result = metrics_lib.calc_metric(name, G=G, dataset=dataset, mirror=run.mirror,
+                                         detector_dir=run.detector_dir or None, cache_dir=cache_dir,
+                                         progress=False)
+        if jax.process_index() == 0:
+            metrics_lib.report_metric(result, run_dir=str(workdir), snapshot_pkl=str(snapshot))
+            for k, v in result['results'].items():
+                writer.add_scalar(f'Metrics/{k}', v, global_step=nimg // 1000)
+            log(f'{name}: ' + ', '.join(f'{k} {v:.4g}' for k, v in result['results'].items())
+                + f' ({result["total_time_str"]})')
+
+
 def _normalize(arrays):
     return {'img': arrays['img'].astype(jnp.float32) / 127.5 - 1, 'c': arrays['c'].astype(jnp.float32)}
 

@@ -36,6 +36,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sg3jax.networks import discriminator, generator
 from sg3jax.networks.discriminator import minibatch_std
+from sg3jax.training import augment as augment_lib
 from sg3jax.training import loss as L
 
 PHASE_IDS = {'Gmain': 0, 'Greg': 1, 'Dmain': 2, 'Dreg': 3, 'ema': 4}
@@ -62,14 +63,18 @@ class TrainSpec:
     ema_kimg: float = 10.0
     ema_rampup: Optional[float] = 0.05
     nan_policy: str = 'stop'        # 'stop': record the first non-finite step/phase; 'skip': drop that update
+    precision: str = 'float32'      # compute dtype of the num_fp16_res top resolutions; weights stay float32
+    aug: str = 'noaug'              # 'noaug' | 'ada' | 'fixed' (D-input augmentation, sg3jax.training.augment)
+    augpipe: str = 'bgc'
+    augment_p: float = 0.0          # initial p: 0 for ada (official), config.p for fixed
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 500.0
 
     @classmethod
     def from_config(cls, run) -> 'TrainSpec':
         """From a resolved training config (`sg3jax.training.config.resolve`)."""
         lk = run.loss_kwargs
-        if run.precision != 'float32':
-            raise NotImplementedError(f'mixed precision (config.precision={run.precision!r}) is not implemented '
-                                      "yet: the networks compute in float32; use config.precision='float32'")
         if run.G_reg_interval is None and lk['pl_weight'] > 0:
             raise NotImplementedError('path-length regularisation without a G_reg_interval (the official '
                                       "'Gboth' phase) is not supported; set config.G_reg_interval")
@@ -86,7 +91,9 @@ class TrainSpec:
             style_mixing_prob=lk['style_mixing_prob'], pl_weight=lk['pl_weight'],
             pl_batch_shrink=lk['pl_batch_shrink'], pl_decay=lk['pl_decay'],
             blur_init_sigma=lk['blur_init_sigma'], blur_fade_kimg=lk['blur_fade_kimg'], ema_kimg=run.ema_kimg,
-            ema_rampup=run.ema_rampup, nan_policy=run.nan_policy)
+            ema_rampup=run.ema_rampup, nan_policy=run.nan_policy, precision=run.precision, aug=run.aug,
+            augpipe=run.augpipe, augment_p=run.p if run.aug == 'fixed' else 0.0, ada_target=run.target,
+            ada_interval=run.ada_interval, ada_kimg=run.ada_kimg)
 
     @property
     def G_cfg(self):
@@ -95,6 +102,11 @@ class TrainSpec:
     @property
     def D_cfg(self):
         return json.loads(self.D_cfg_json)
+
+    @property
+    def mixed_dtype(self):
+        """None (float32 everywhere) or the dtype of the networks' `use_fp16` layers."""
+        return None if self.precision == 'float32' else jnp.dtype(self.precision)
 
 
 def make_optimizer(lr, reg_interval):
@@ -109,7 +121,7 @@ def init_state(key, spec: TrainSpec):
     k_g, k_d = jax.random.split(key)
     G, G_buffers = generator.init(k_g, spec.G_cfg)
     D, _ = discriminator.init(k_d, spec.D_cfg)
-    return {
+    state = {
         'G': G, 'D': D, 'G_ema': jax.tree.map(jnp.copy, G),   # distinct buffers: the state is donated
         'G_opt': make_optimizer(spec.glr, spec.G_reg_interval).init(G),
         'D_opt': make_optimizer(spec.dlr, spec.D_reg_interval).init(D),
@@ -119,6 +131,10 @@ def init_state(key, spec: TrainSpec):
         # First non-finite loss seen: step * 8 + phase id, or -1 (read at log ticks; see nan_policy).
         'nonfinite': jnp.full([], -1, jnp.int32),
     }
+    if spec.aug != 'noaug':
+        # The augmentation probability and the ADA heuristic's accumulator of sign(D(real)).
+        state['augment'] = {'p': jnp.float32(spec.augment_p), **augment_lib.ada_stats_init()}
+    return state
 
 
 def chunked_minibatch_std(mesh, batch_gpu):
@@ -163,7 +179,7 @@ def _apply_update(state, name, grads, loss, spec, phase_id, tx):
     return {**state, name: params, f'{name}_opt': opt, 'nonfinite': nonfinite}
 
 
-def make_steps(spec: TrainSpec, mesh=None, augment: Optional[Callable] = None) -> Dict[str, Callable]:
+def make_steps(spec: TrainSpec, mesh=None) -> Dict[str, Callable]:
     """{'Gmain', 'Greg', 'Dmain', 'Dreg', 'ema'}: pure (state, batch, key) -> (state, metrics) functions, jitted
     with the state donated; `batch` = {'img': float32 [N,H,W,C] in [-1,1], 'c': [N, c_dim]} sharded on `data`.
     Phases whose regularisation is disabled are absent."""
@@ -174,6 +190,23 @@ def make_steps(spec: TrainSpec, mesh=None, augment: Optional[Callable] = None) -
     z_dim = G_cfg['z_dim']
     # SG2 trains with the dense (non-fused) modconv, as the official fused_modconv_default='inference_only'.
     fused = False if generator.spec(G_cfg).arch == 'stylegan2' else None
+    mixed = spec.mixed_dtype
+    aug_spec = augment_lib.make_spec(spec.augpipe) if spec.aug != 'noaug' else None
+
+    def augment_fn(state):
+        """The augment pipe at the state's current p (a traced scalar: p changes without recompiling)."""
+        if aug_spec is None:
+            return None
+        p = state['augment']['p']
+        return lambda x, k: augment_lib.augment(x, k, p, aug_spec)
+
+    def count_signs(state, real_logits):
+        """ADA's overfitting heuristic reads sign(D(real)) of every D pass over reals (Dmain and Dreg, as the
+        official 'Loss/signs/real' collector), summed over the global batch."""
+        if spec.aug != 'ada':
+            return state
+        return {**state, 'augment': {**state['augment'],
+                                     **augment_lib.ada_accumulate(state['augment'], real_logits)}}
     blur_kw = lambda state: dict(blur_sigma=L.blur_sigma_at(state['nimg'], spec.blur_init_sigma,
                                                             spec.blur_fade_kimg),
                                  max_blur_sigma=spec.blur_init_sigma)
@@ -186,8 +219,9 @@ def make_steps(spec: TrainSpec, mesh=None, augment: Optional[Callable] = None) -
         z = jax.random.normal(k[0], (batch['img'].shape[0], z_dim))
         c = _gen_c(k[1], batch['c'])
         f = lambda G: L.loss_Gmain(G, state['buffers']['G'], state['D'], z, c, G_cfg, D_cfg, key=k[2],
-                                   style_mixing_prob=spec.style_mixing_prob, mbstd_fn=mbstd, augment=augment,
-                                   fused_modconv=fused, **blur_kw(state))
+                                   style_mixing_prob=spec.style_mixing_prob, mbstd_fn=mbstd,
+                                   augment=augment_fn(state),
+                                   fused_modconv=fused, mixed_dtype=mixed, **blur_kw(state))
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['G'])
         state = _apply_update(state, 'G', grads, loss, spec, PHASE_IDS['Gmain'], G_tx)
         return state, {'Loss/G/loss': loss, 'Loss/scores/fake': jnp.mean(aux['scores_fake']),
@@ -200,7 +234,7 @@ def make_steps(spec: TrainSpec, mesh=None, augment: Optional[Callable] = None) -
         f = lambda G: L.loss_Gpl(G, state['buffers']['G'], state['buffers']['pl_mean'], z, c, G_cfg, key=k[2],
                                  pl_batch_shrink=spec.pl_batch_shrink, pl_decay=spec.pl_decay,
                                  pl_weight=spec.pl_weight, style_mixing_prob=spec.style_mixing_prob,
-                                 fused_modconv=fused)
+                                 fused_modconv=fused, mixed_dtype=mixed)
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['G'])
         grads = jax.tree.map(lambda g: g * spec.G_reg_interval, grads)    # phase gain = interval
         state = _apply_update(state, 'G', grads, loss, spec, PHASE_IDS['Greg'], G_tx)
@@ -213,21 +247,25 @@ def make_steps(spec: TrainSpec, mesh=None, augment: Optional[Callable] = None) -
         c = _gen_c(k[1], batch['c'])
         f = lambda D: L.loss_Dmain(D, state['G'], state['buffers']['G'], z, c, batch['img'], batch['c'], G_cfg,
                                    D_cfg, key=k[2], style_mixing_prob=spec.style_mixing_prob, mbstd_fn=mbstd,
-                                   augment=augment, fused_modconv=fused, **blur_kw(state))
+                                   augment=augment_fn(state), fused_modconv=fused, mixed_dtype=mixed,
+                                   **blur_kw(state))
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['D'])
         state = _apply_update(state, 'D', grads, loss, spec, PHASE_IDS['Dmain'], D_tx)
         # w_avg / magnitude_ema move in the D-main generator pass only (official StyleGAN2Loss).
         state = {**state, 'buffers': {**state['buffers'], 'G': aux['G_buffers']}}
+        state = count_signs(state, aux['scores_real'])
         return state, {'Loss/D/loss': loss, 'Loss/scores/real': jnp.mean(aux['scores_real']),
                        'Loss/signs/real': jnp.mean(jnp.sign(aux['scores_real']))}
 
     def D_reg(state, batch, key):
         k = phase_key(key, state, 'Dreg')
         f = lambda D: L.loss_Dr1(D, batch['img'], batch['c'], D_cfg, r1_gamma=spec.r1_gamma, key=k,
-                                 mbstd_fn=mbstd, augment=augment, **blur_kw(state))
+                                 mbstd_fn=mbstd, augment=augment_fn(state), mixed_dtype=mixed,
+                                 **blur_kw(state))
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['D'])
         grads = jax.tree.map(lambda g: g * spec.D_reg_interval, grads)    # phase gain = interval
         state = _apply_update(state, 'D', grads, loss, spec, PHASE_IDS['Dreg'], D_tx)
+        state = count_signs(state, aux['scores_real'])
         return state, {'Loss/r1_penalty': jnp.mean(aux['r1_penalty']), 'Loss/D/reg': loss}
 
     def ema(state, batch, key):
@@ -241,7 +279,20 @@ def make_steps(spec: TrainSpec, mesh=None, augment: Optional[Callable] = None) -
         G_ema = jax.tree.map(lambda p, e: p + beta * (e - p), state['G'], state['G_ema'])
         state = {**state, 'G_ema': G_ema, 'buffers': {**state['buffers'], 'G_ema': state['buffers']['G']},
                  'step': state['step'] + 1, 'nimg': state['nimg'] + spec.batch_size}
-        return state, {'Progress/ema_beta': beta}
+        metrics = {'Progress/ema_beta': beta}
+        if spec.aug == 'ada':
+            # Official "ADA heuristic": every ada_interval minibatches, p moves toward E[sign(D(real))] = target.
+            a = state['augment']
+            due = state['step'] % spec.ada_interval == 0
+            p = augment_lib.ada_update(a['p'], a['sign_sum'], a['count'], target=spec.ada_target,
+                                       batch_size=spec.batch_size, interval=spec.ada_interval,
+                                       ada_kimg=spec.ada_kimg)
+            fresh = augment_lib.ada_stats_init()
+            state = {**state, 'augment': {'p': jnp.where(due, p, a['p']),
+                                          **{k: jnp.where(due, fresh[k], a[k]) for k in fresh}}}
+        if spec.aug != 'noaug':
+            metrics['Progress/augment'] = state['augment']['p']
+        return state, metrics
 
     fns = {'Gmain': G_main, 'Dmain': D_main, 'ema': ema}
     if spec.G_reg_interval and spec.pl_weight > 0:

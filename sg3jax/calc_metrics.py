@@ -1,0 +1,84 @@
+"""Compute quality metrics of a generator (official `calc_metrics.py`).
+
+    python -m sg3jax.calc_metrics --network /runs/x/network-snapshot-000100 --data /data/ffhq-256 \\
+        --metrics fid50k_full,kid50k_full --mirror 1 --detector-dir ~/sg3jax-detectors
+
+The network is loaded with `sg3jax.tools.load.load_generator` (our exports and converted official pickles).
+Results print as the official JSON lines, and are appended to `metric-<name>.jsonl` in the run directory when
+the network lies in one (a directory with training_options.json or stats.jsonl), or in --run-dir.
+Feature networks: see `python -m sg3jax.convert_feature_nets --help`.
+"""
+
+import argparse
+import os
+import sys
+
+
+def _bool(s):
+    if s.lower() in ('1', 'true', 'yes'):
+        return True
+    if s.lower() in ('0', 'false', 'no'):
+        return False
+    raise argparse.ArgumentTypeError(f'expected 0/1, got {s!r}')
+
+
+def _find_run_dir(network):
+    d = os.path.dirname(os.path.abspath(network.rstrip('/')))
+    for marker in ('training_options.json', 'stats.jsonl'):
+        if os.path.isfile(os.path.join(d, marker)):
+            return d
+    return None
+
+
+def load_network(path):
+    """(params, buffers, G_cfg) via sg3jax.tools.load.load_generator (exports and official pickles); without
+    that module, an sg3jax export directory is still read with training.checkpoint.restore_generator."""
+    try:
+        from sg3jax.tools.load import load_generator
+    except ImportError:
+        if os.path.isfile(os.path.join(path, 'generator.json')):
+            from sg3jax.training.checkpoint import restore_generator
+            return restore_generator(path)
+        raise SystemExit(f'error: --network {path}: loading this kind of file needs sg3jax.tools.load, which is not '
+                         f'installed; an sg3jax generator export directory (generator.json) works without it')
+    return load_generator(path)
+
+
+def main(argv=None):
+    from sg3jax.metrics import metric_main
+    p = argparse.ArgumentParser(prog='python -m sg3jax.calc_metrics', description=__doc__.split('\n\n')[0])
+    p.add_argument('--network', required=True, metavar='PATH', help='generator export or network pickle')
+    p.add_argument('--metrics', default='fid50k_full', metavar='A,B,C', help='comma-separated metric names')
+    p.add_argument('--data', metavar='DIR', help='dataset (made by sg3jax.dataset_tool)')
+    p.add_argument('--mirror', type=_bool, default=False, metavar='0|1', help='dataset x-flips (legacy metrics)')
+    p.add_argument('--detector-dir', metavar='DIR|URL', help='converted feature networks (default: $SG3JAX_DETECTORS)')
+    p.add_argument('--cache-dir', metavar='DIR', help='dataset statistics / download cache (~/.cache/sg3jax)')
+    p.add_argument('--run-dir', metavar='DIR', help='where to append metric-*.jsonl (default: the network\'s run)')
+    p.add_argument('--num-devices', type=int, metavar='N', help='devices to shard over (default: all)')
+    p.add_argument('--num-gen', type=int, metavar='N', help='override the sample count (quick checks)')
+    p.add_argument('--verbose', type=_bool, default=True, metavar='0|1')
+    args = p.parse_args(argv)
+
+    metrics = [m for m in args.metrics.split(',') if m and m.lower() != 'none']
+    bad = [m for m in metrics if not metric_main.is_valid_metric(m)]
+    if bad:
+        p.error(f'--metrics: unknown {", ".join(bad)}; valid: {", ".join(metric_main.list_valid_metrics())}')
+    if not os.path.exists(args.network):
+        p.error(f'--network: {args.network} does not exist')
+    if args.verbose:
+        print(f'Loading network from "{args.network}"...', file=sys.stderr)
+    G = load_network(args.network)
+    run_dir = args.run_dir or _find_run_dir(args.network)
+    for metric in metrics:
+        if args.verbose:
+            print(f'Calculating {metric}...', file=sys.stderr)
+        result = metric_main.calc_metric(metric, G=G, dataset=args.data, mirror=args.mirror,
+                                         num_devices=args.num_devices, cache_dir=args.cache_dir,
+                                         detector_dir=args.detector_dir, num_gen=args.num_gen,
+                                         progress=args.verbose)
+        metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=os.path.abspath(args.network))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,105 @@
+r"""The README's plan table: every preset (StyleGAN3-T/R, StyleGAN2 at 256/512/1024 px) planned for one TPU slice
+by `sg3jax.launch.plan`, as a Markdown table with the date and library versions.
+
+    python -m sg3jax.launch.plan_table --topology v6e:2x4 --out docs_plan_table.md [--rows t256,r256,...]
+
+Rows are the configurations the official docs/configs.md times, so each sits beside its official 8-GPU figure:
+StyleGAN3-T/R at batch 32 with the recommended gamma (its "Recommended configurations"), StyleGAN2 as paper256,
+paper512 and the 1024 px `stylegan2` repro row (without ADA, which does not change the step's cost much and is not
+implemented yet). The table is rewritten after every row, so a long generation leaves what it has done.
+"""
+
+import datetime
+import importlib.metadata
+import os
+import sys
+
+ROWS = {
+    't256': ('stylegan3-t', 'res=256', {}), 'r256': ('stylegan3-r', 'res=256', {}),
+    'sg2-256': ('stylegan2', 'preset=paper256', {'aug': 'noaug'}),
+    't512': ('stylegan3-t', 'res=512', {}), 'r512': ('stylegan3-r', 'res=512', {}),
+    'sg2-512': ('stylegan2', 'preset=paper512', {'aug': 'noaug'}),
+    't1024': ('stylegan3-t', 'preset=ffhq1024', {}), 'r1024': ('stylegan3-r', 'preset=ffhq1024', {}),
+    'sg2-1024': ('stylegan2', 'preset=ffhq1024', {}),
+}
+
+
+def row_config(name):
+    from sg3jax.training import config as config_lib
+    cfg, arg, fields = ROWS[name]
+    config = config_lib.get_config(cfg, arg)
+    config.update(fields)
+    if config.gamma is None:
+        config.gamma = config_lib.recommended_gamma(cfg, config.resolution, config.batch_size)
+    return config
+
+
+def versions():
+    names = ('jax', 'jaxlib', 'libtpu')
+    out = []
+    for n in names:
+        try:
+            out.append(f'{n} {importlib.metadata.version(n)}')
+        except importlib.metadata.PackageNotFoundError:
+            out.append(f'{n} (absent)')
+    return ', '.join(out)
+
+
+def render(topology, rows, pending):
+    from sg3jax.launch import plan as plan_lib
+    lines = [f'Generated {datetime.date.today().isoformat()} by `python -m sg3jax.launch.plan_table --topology '
+             f'{topology}` ({versions()}). Per chip; "peak" is the largest phase\'s arguments + outputs + '
+             'temporaries + code from the TPU compiler\'s memory_analysis(); sec/kimg is the roofline lower bound '
+             '(fp32 at bf16 peak / 6, Precision.HIGHEST) and the TPU cost model\'s estimate; official figures are '
+             'NVlabs/stylegan3 docs/configs.md, 8 GPUs.', '',
+             '| config | res | batch (per chip) | precision | peak memory per chip | fits | est. sec/kimg '
+             '(roofline) | est. sec/kimg (XLA) | official 8xV100 | official 8xA100 |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for name, result in rows:
+        if isinstance(result, str):
+            lines.append(f'| {name} | | | | {result} | | | | | |')
+            continue
+        p = result
+        off = plan_lib.official_figures(p.run)
+        f = lambda v: '-' if v is None else f'{v:.2f}'
+        mem = plan_lib.fmt_bytes(p.peak_bytes) + (' (compiler: out of HBM)' if any(
+            x.oom for x in p.phases.values()) else '')
+        lines.append(f'| {p.run.cfg} | {p.run.resolution} | {p.run.batch_size} ({p.run.batch_per_device}) | '
+                     f'{p.run.precision} | {mem} of {plan_lib.fmt_bytes(p.target.memory_bytes)} | '
+                     f'{"yes" if p.fits else "**no**"} | {f(p.sec_per_kimg)} | {f(p.xla_sec_per_kimg)} | '
+                     f'{f(off[0]) if off else "-"} | {f(off[1]) if off else "-"} |')
+    if pending:
+        lines.append(f'\nNot generated yet: {", ".join(pending)}.')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+    del argv
+    from absl import flags
+    from sg3jax.launch import plan as plan_lib
+    FLAGS = flags.FLAGS
+    names = FLAGS.rows.split(',') if FLAGS.rows else list(ROWS)
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        raise ValueError(f'--rows: unknown {unknown}; known: {list(ROWS)}')
+    target = plan_lib.make_target(FLAGS.topology)
+    done = []
+    for i, name in enumerate(names):
+        try:
+            result = plan_lib.make_plan(row_config(name), target)
+            print(plan_lib.format_plan(result), flush=True)
+        except ValueError as e:     # the config does not suit the slice (batch divisibility)
+            result = f'not planned: {e}'
+            print(f'{name}: {result}', flush=True)
+        done.append((name, result))
+        plan_lib.write_atomic(FLAGS.out, render(FLAGS.topology, done, names[i + 1:]))
+
+
+if __name__ == '__main__':
+    os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+    from absl import app, flags
+    flags.DEFINE_string('topology', 'v6e:2x4', 'TPU slice to plan for.')
+    flags.DEFINE_string('out', 'docs_plan_table.md', 'Markdown file to (re)write after every row.')
+    flags.DEFINE_string('rows', '', f'Comma-separated rows (default all): {",".join(ROWS)}.')
+    app.run(main)
+    sys.exit(0)

@@ -1,0 +1,100 @@
+"""Quickstart: train a small class-conditional StyleGAN on real images, on CPU, with nothing to download.
+
+    python -m sg3jax.quickstart                                  # StyleGAN3-T, into runs/quickstart
+    python -m sg3jax.quickstart --cfg stylegan2 --kimg 20 --workdir /tmp/qs
+
+1. Dataset: scikit-learn's copy of the UCI handwritten digits (1,797 images of 8x8 pixels, 17 grey levels, labels
+   0-9; the file installs with scikit-learn), upsampled to 16x16 and written with the dataset tool's writer to
+   WORKDIR/digits16 (skipped when it is already there).
+2. Training: the ordinary trainer on `configs/<cfg>.py:quickstart` (sg3jax.training.config.apply_quickstart), so
+   WORKDIR is a normal run directory: `fakes_init.png`, then `fakesKKKKKK.png` grids (one row per digit class,
+   rendered with G_ema from fixed latents) every 5 kimg, `stats.jsonl`, TensorBoard logs, Orbax checkpoints and
+   `network-snapshot-KKKKKK/` exports for the sampling tools. Re-running resumes.
+
+The equivalent trainer command is printed before training starts.
+"""
+
+import argparse
+import pathlib
+import sys
+
+import numpy as np
+
+CFG_FILES = {'stylegan3-t': 'configs/stylegan3_t.py', 'stylegan3-r': 'configs/stylegan3_r.py',
+             'stylegan2': 'configs/stylegan2.py'}
+RESOLUTION = 16
+
+
+def digits_examples(resolution=RESOLUTION):
+    """scikit-learn's digits as dataset-writer examples: uint8 [R, R, 1] images (white strokes on black), int
+    labels. 8x8 -> RxR with bicubic resampling: the 17 grey levels (0-16) scale to 0-255 first."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    for i, (img, label) in enumerate(zip(digits.images, digits.target)):
+        img = np.rint(img * (255 / 16)).astype(np.uint8)
+        img = np.asarray(Image.fromarray(img, 'L').resize((resolution, resolution), Image.BICUBIC))
+        yield {'image': img[:, :, None], 'label': int(label), 'filename': f'sklearn-digits/{i:04d}'}
+
+
+def make_digits_dataset(dest, resolution=RESOLUTION):
+    """Writes the digits dataset to `dest` (atomically) unless a complete one is already there."""
+    from sg3jax.data import open_dataset
+    from sg3jax.data.writer import write_dataset
+    dest = pathlib.Path(dest)
+    if dest.exists():
+        ds = open_dataset(str(dest))
+        if ds.resolution != resolution or ds.label_dim != 10:
+            raise ValueError(f'{dest} exists but is not the {resolution}x{resolution} digits dataset '
+                             f'({ds.resolution}x{ds.resolution}, label_dim {ds.label_dim}); remove it')
+        return len(ds)
+    return write_dataset(str(dest), digits_examples(resolution), resolution=resolution, num_channels=1,
+                         label_kind='class', label_dim=10,
+                         metadata={'source': 'sklearn.datasets.load_digits (UCI optical recognition of '
+                                             'handwritten digits), bicubic 8x8 -> 16x16'})
+
+
+def quickstart_config(cfg, data, kimg=None):
+    from sg3jax.training import config as config_lib
+    config = config_lib.get_config(cfg, f'quickstart,data={data}')
+    if kimg is not None:
+        config.kimg = float(kimg)
+    return config
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog='python -m sg3jax.quickstart', description=__doc__.split('\n\n')[0])
+    p.add_argument('--workdir', default='runs/quickstart', help='run directory (default: runs/quickstart)')
+    p.add_argument('--cfg', default='stylegan3-t', choices=sorted(CFG_FILES), help='network (default: '
+                                                                                   'stylegan3-t)')
+    p.add_argument('--kimg', type=float, default=None, help='training length in thousands of images (default: '
+                                                            'the quickstart config, 40)')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    workdir = pathlib.Path(args.workdir)
+    data = workdir / f'digits{RESOLUTION}'
+    workdir.mkdir(parents=True, exist_ok=True)
+    n = make_digits_dataset(data)
+    print(f'dataset: {n} handwritten digits ({RESOLUTION}x{RESOLUTION}, 10 classes) in {data}')
+    config = quickstart_config(args.cfg, str(data), args.kimg)
+    print('training; the same run from the trainer:\n'
+          f'  python -m sg3jax.train --config {CFG_FILES[args.cfg]}:quickstart,data={data} --workdir {workdir}'
+          + (f' --config.kimg={args.kimg:g}' if args.kimg is not None else ''))
+    print(f'watch {workdir}/fakes*.png: one row per digit 0-9; blobs at first, digits after a few kimg')
+
+    import jax
+    from sg3jax import train as train_cli
+    from sg3jax.training import loop
+    c_dim, img_channels = train_cli.dataset_properties(config)
+    loop.train(config, workdir, make_data=train_cli.make_data_fn(config), c_dim=c_dim,
+               img_channels=img_channels)
+    print(f'done: samples in {workdir}/fakes*.png; generator exports in {workdir}/network-snapshot-*; '
+          f'{jax.device_count()} device(s) used')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The pod plan (sg3jax.launch.plan): the roofline and fit arithmetic on known numbers, and, with libtpu
+installed (the `tpu` extra), real compiles for a v5e:2x2 slice from this CPU host.
+
+The TPU compiler is slow on a tiny model too (tens of seconds per phase on 2 CPU cores), so the fast tests compile
+one phase (Dreg) of the smallest model there is, StyleGAN2 at 8x8; the whole tiny StyleGAN3-T config, every
+phase, is the `slow` test.
+"""
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+from sg3jax.launch import chips, plan
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec('libtpu') is None, reason="libtpu is absent: pip install 'sg3jax[tpu]' "
+                                                            "(compiling for a TPU topology needs it)")
+
+#----------------------------------------------------------------------------
+# Arithmetic, no compiler.
+
+def _phase(name, flops, nbytes, arg=100, out=100, alias=100, temp=1000, code=10, xla=0.001, oom=''):
+    return plan.PhaseCost(name, arg, out, alias, temp, code, flops, nbytes, xla, 0.0, oom)
+
+
+def _fake_plan(phases, precision='float32', chip='v5e', per_chip=1, batch=32, memory=None):
+    c = chips.CHIPS[chip]
+    target = plan.Target('fake', (types.SimpleNamespace(device_kind=c.device_kind[0]),) * 8, c, per_chip,
+                         memory or c.hbm_bytes // per_chip)
+    run = types.SimpleNamespace(cfg='stylegan3-t', resolution=256, batch_size=batch, batch_per_device=batch // 8,
+                                precision=precision, num_fp16_res=4, G_reg_interval=None, D_reg_interval=16,
+                                cbase=32768, mbstd_group=4)
+    return plan.Plan(run, target, {p.name: p for p in phases}, 0.95)
+
+
+def test_roofline_known_answer():
+    v5e = chips.CHIPS['v5e']
+    # Gmain compute-bound: 6.566e12 FLOPs at 197e12 / 6 FLOP/s = 0.2 s; its 1 GB is 1.2 ms at 819 GB/s.
+    # Dmain memory-bound: 819 GB at 819 GB/s = 1 s. Dreg: 0.2 s of compute, run every 16th step.
+    p = _fake_plan([_phase('Gmain', 6.566e12, 1e9), _phase('Dmain', 1e9, 819e9), _phase('ema', 0, 0),
+                    _phase('Dreg', 6.566e12, 0)])
+    assert math.isclose(p.roofline_seconds(p.phases['Gmain']), 6.566e12 / (v5e.bf16_flops / 6))
+    assert math.isclose(p.roofline_seconds(p.phases['Dmain']), 1.0)
+    step = 6.566e12 / (197e12 / 6) + 1.0 + 0.0 + 6.566e12 / (197e12 / 6) / 16
+    assert math.isclose(p.sec_per_kimg, step * 1000 / 32)
+    # bfloat16 top layers: the optimistic bound uses the bf16 peak.
+    q = _fake_plan(list(p.phases.values()), precision='bfloat16')
+    assert math.isclose(q.roofline_seconds(q.phases['Gmain']), 6.566e12 / 197e12)
+    # Two devices per chip (v4 slices list TensorCores): half the chip's rates and HBM each.
+    r = _fake_plan([_phase('Gmain', 275e12 / 6 / 2, 0)], chip='v4', per_chip=2)
+    assert math.isclose(r.roofline_seconds(r.phases['Gmain']), 1.0)
+    assert r.target.memory_bytes == 16 * chips.GiB
+
+
+def test_fit_and_peak():
+    # peak = arguments + outputs - aliased + temporaries + code.
+    ph = _phase('Gmain', 1, 1, arg=3, out=5, alias=2, temp=7, code=11)
+    assert ph.peak_bytes == 3 + 5 - 2 + 7 + 11
+    usable = int(chips.CHIPS['v5e'].hbm_bytes * 0.95)
+    assert _fake_plan([_phase('Gmain', 1, 1, temp=usable - 200)]).fits
+    big = _fake_plan([_phase('Gmain', 1, 1, temp=usable - 99), _phase('ema', 0, 0)])
+    assert not big.fits and big.binding_phase == 'Gmain'
+    assert 'DOES NOT FIT' in plan.format_plan(big)
+    # A phase the compiler refused never fits, whatever the numbers say.
+    assert not _fake_plan([_phase('Gmain', 1, 1, temp=10, oom='RESOURCE_EXHAUSTED: ...')]).fits
+
+
+def test_parse_oom():
+    msg = ('RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries '
+           '(18.01G) exceeds available HBM (15.75G).')
+    assert plan.parse_oom(msg) == int(18.01 * 2 ** 30)
+    assert plan.parse_oom('RESOURCE_EXHAUSTED: something else') is None
+
+
+def test_official_figures():
+    run = types.SimpleNamespace(cfg='stylegan3-t', resolution=1024, batch_size=32, cbase=32768)
+    assert plan.official_figures(run) == (28.71, 20.01, 8)
+    run.resolution = 256
+    assert plan.official_figures(run) == (13.04, 7.32, 8)
+    run.batch_size = 48
+    assert plan.official_figures(run) is None
+
+
+def test_chip_table():
+    assert chips.chip_for_device_kind('TPU v5 lite').name == 'v5e'
+    assert chips.chip_for_device_kind('TPU v4').name == 'v4'
+    assert chips.chip_for_device_kind('NVIDIA H100') is None
+    for c in chips.CHIPS.values():
+        assert c.hbm_bytes > 0 and c.bf16_flops > 1e14 and c.hbm_bandwidth > 5e11
+        assert math.isclose(c.fp32_flops * 6, c.bf16_flops)
+
+#----------------------------------------------------------------------------
+# Real compiles for v5e:2x2 (libtpu).
+
+def _sg2_tiny(batch_per_device, devices=4):
+    from sg3jax.training import config as config_lib
+    config = config_lib.get_config('stylegan2', 'tiny,res=8')
+    config.batch_size = batch_per_device * devices
+    config.batch_gpu = 4
+    return config
+
+
+@pytest.fixture(scope='module')
+def v5e_2x2():
+    return plan.make_target('v5e:2x2')
+
+
+@needs_libtpu
+def test_topology_target(v5e_2x2):
+    assert v5e_2x2.num_devices == 4 and v5e_2x2.chip.name == 'v5e' and v5e_2x2.devices_per_chip == 1
+    assert v5e_2x2.memory_bytes == 16 * chips.GiB
+    with pytest.raises(ValueError, match='GENERATION:SHAPE'):
+        plan.make_target('v5e')
+
+
+@needs_libtpu
+def test_compiles_with_positive_figures(v5e_2x2):
+    p = plan.make_plan(_sg2_tiny(4), v5e_2x2, phases=['Dreg'])
+    d = p.phases['Dreg']
+    assert not d.oom and p.fits
+    assert d.argument_bytes > 0 and d.output_bytes > 0 and d.code_bytes > 0 and d.peak_bytes > 0
+    assert d.flops > 0 and d.bytes_accessed > 0 and p.sec_per_kimg > 0
+
+
+@needs_libtpu
+def test_refused_memory_grows_with_batch(v5e_2x2):
+    # Fast: the compiler refuses these within seconds, and what it asks for scales with the batch.
+    a = plan.make_plan(_sg2_tiny(2 ** 20), v5e_2x2, phases=['Dreg']).phases['Dreg']
+    b = plan.make_plan(_sg2_tiny(2 ** 21), v5e_2x2, phases=['Dreg']).phases['Dreg']
+    assert a.oom and b.oom
+    assert b.argument_bytes > a.argument_bytes and b.temp_bytes > 1.5 * a.temp_bytes
+
+
+@pytest.mark.slow
+@needs_libtpu
+def test_compiled_memory_grows_with_batch(v5e_2x2):
+    small = plan.make_plan(_sg2_tiny(4), v5e_2x2, phases=['Dreg'])
+    large = plan.make_plan(_sg2_tiny(16), v5e_2x2, phases=['Dreg'])
+    for p in (small, large):
+        d = p.phases['Dreg']
+        assert not d.oom and p.fits
+        assert d.argument_bytes > 0 and d.output_bytes > 0 and d.code_bytes > 0 and d.peak_bytes > 0
+        assert d.flops > 0 and d.bytes_accessed > 0
+        assert p.sec_per_kimg > 0
+    # The batch shard is an argument, and the activations temporaries: both grow with the per-device batch.
+    assert large.phases['Dreg'].argument_bytes > small.phases['Dreg'].argument_bytes
+    assert large.peak_bytes > small.peak_bytes
+    assert large.phases['Dreg'].flops > 2 * small.phases['Dreg'].flops
+
+
+@needs_libtpu
+def test_too_large_is_reported_with_numbers(v5e_2x2):
+    # 2^20 images of 8x8 per chip: the compiler itself refuses it for lack of HBM (about 92 GiB of temporaries).
+    p = plan.make_plan(_sg2_tiny(2 ** 20), v5e_2x2, phases=['Dreg'])
+    assert not p.fits
+    d = p.phases['Dreg']
+    assert 'RESOURCE_EXHAUSTED' in d.oom and d.temp_bytes > 16 * chips.GiB
+    assert d.argument_bytes >= 2 ** 20 * 8 * 8 * 3 * 4      # the per-device image batch alone
+    text = plan.format_plan(p)
+    assert 'DOES NOT FIT' in text and 'GiB' in text and 'refused' in text
+
+
+@needs_libtpu
+def test_cli_refuses_with_exit_code():
+    """The launch scripts rely on the exit status: 3 when the run does not fit."""
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    env.pop('XLA_FLAGS', None)
+    proc = subprocess.run(
+        [sys.executable, '-m', 'sg3jax.launch.plan', '--config', 'configs/stylegan2.py:tiny,res=8',
+         f'--config.batch_size={4 * 2 ** 20}', '--config.batch_gpu=4', '--topology', 'v5e:2x2', '--phases=Dreg', '--nosuggest'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == plan.EXIT_DOES_NOT_FIT, proc.stdout + proc.stderr[-3000:]
+    assert 'DOES NOT FIT' in proc.stdout
+
+
+@pytest.mark.slow
+@needs_libtpu
+def test_tiny_sg3_all_phases_compile(v5e_2x2):
+    """Every phase of the tiny StyleGAN3-T config (the trainer's smoke config) compiles for v5e:2x2 and fits."""
+    from sg3jax.training import config as config_lib
+    config = config_lib.get_config('stylegan3-t', 'tiny')
+    config.batch_size = 16
+    p = plan.make_plan(config, v5e_2x2)
+    assert set(p.phases) == {'Gmain', 'Dmain', 'Dreg', 'ema'}
+    assert p.fits and all(ph.peak_bytes > 0 and not ph.oom for ph in p.phases.values())
+    assert p.sec_per_kimg > 0
