@@ -80,6 +80,11 @@ def save_npz(path, kind, params, torchscript_code=None):
     arrays['_kind'] = np.array(kind)
     if torchscript_code is not None:
         arrays['_torchscript_code'] = np.array(torchscript_code)
+    savez_atomic(path, arrays)
+
+
+def savez_atomic(path, arrays):
+    """np.savez to a hidden temporary file beside `path`, renamed into place only when complete."""
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.' + os.path.basename(path), suffix='.tmp')

@@ -11,6 +11,8 @@ import json
 import os
 import time
 
+from sg3jax.training.loop import format_time
+
 from sg3jax.metrics import (equivariance, frechet_inception_distance, inception_score, kernel_inception_distance,
                             metric_utils, perceptual_path_length, precision_recall)
 
@@ -124,16 +126,6 @@ def is_valid_metric(metric):
 def list_valid_metrics():
     return list(METRICS)
 
-
-def format_time(seconds):
-    s = int(round(seconds))
-    if s < 60:
-        return f'{s}s'
-    if s < 3600:
-        return f'{s // 60}m {s % 60:02d}s'
-    if s < 86400:
-        return f'{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s'
-    return f'{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m'
 
 #----------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -161,16 +160,7 @@ class FeatureStats:
             arrays['all_features'] = self.get_all()
         if self.capture_mean_cov and self.raw_mean is not None:
             arrays['raw_mean'], arrays['raw_cov'] = self.raw_mean, self.raw_cov
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        _detectors.savez_atomic(path, arrays)
 
     @staticmethod
     def load(path):
