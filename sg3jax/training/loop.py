@@ -126,7 +126,10 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     def to_device(host):
         """This process's uint8 slice -> the global float batch in [-1, 1], sharded on `data`."""
         arrays = {k: jax.make_array_from_process_local_data(data_sharding, np.asarray(v)) for k, v in host.items()}
-        return _normalize(arrays)
+        arrays = _normalize(arrays)
+        # An unconditional run's labels are [n, 0]: XLA gives such empty outputs a replicated sharding, which the
+        # update steps' `data` in_shardings refuse on more than one device; empty arrays move for free.
+        return {k: jax.device_put(a, data_sharding) if a.size == 0 else a for k, a in arrays.items()}
 
     # Sample grid: fixed z (and one class per row for conditional runs), rendered with G_ema.
     gw, gh = grid_shape(run.resolution, run.c_dim)
@@ -242,7 +245,6 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     return state
 
 
-@jax.jit
 def _evaluate_metrics(names, run, state, G_cfg, workdir, snapshot, writer, nimg, log):
     """Each metric of `names` on G_ema, appended to workdir/metric-<name>.jsonl and TensorBoard `Metrics/*`
     (official training_loop: after the snapshot, every rank computes, rank 0 reports)."""
@@ -264,6 +266,7 @@ def _evaluate_metrics(names, run, state, G_cfg, workdir, snapshot, writer, nimg,
                 + f' ({result["total_time_str"]})')
 
 
+@jax.jit
 def _normalize(arrays):
     return {'img': arrays['img'].astype(jnp.float32) / 127.5 - 1, 'c': arrays['c'].astype(jnp.float32)}
 
