@@ -6,7 +6,8 @@
 On a CPU host the devices are simulated (XLA_FLAGS=--xla_force_host_platform_device_count, set here before JAX
 starts), so "8 devices" there measures the sharding overhead on the same cores, not a speed-up; on an
 accelerator host JAX's real devices are used. Configs:
-  tiny   the test config (sg3jax.training.config.apply_tiny): 16 px, 32 channels max, batch 8
+  tiny   the test config (sg3jax.training.config.apply_tiny): 16 px, 32 channels max, batch 8 (32 on 8 devices,
+         as minibatch-std needs 4 samples per device)
   small  the quickstart config (apply_quickstart): 16 px, 64 channels max, batch 32
 A "cycle" is lcm(G_reg_interval, D_reg_interval) minibatches (16 for these configs), so the R1 and path-length
 phases weigh in as in training. Timing: one warm-up cycle (compiles every phase), then the median over
@@ -42,6 +43,8 @@ def make_run(cfg, which, num_devices):
     else:
         raise ValueError(f'unknown config {which!r}; expected tiny or small')
     config.batch_gpu = 0
+    # Minibatch-std needs >= mbstd_group samples per device: the tiny batch of 8 grows to 32 on 8 devices.
+    config.batch_size = max(config.batch_size, config.mbstd_group * num_devices)
     return config_lib.resolve(config, num_devices=num_devices)
 
 
