@@ -13,8 +13,6 @@ block_until_ready.
 """
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,16 +20,7 @@ import jax.numpy as jnp
 from sg3jax.networks import discriminator, presets
 from sg3jax.training import augment
 
-
-def _time(fn, args, iters):
-    compiled = jax.jit(fn).lower(*args).compile()
-    jax.block_until_ready(compiled(*args))   # warm-up
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from bench_ops import _median_time as _time   # beside this script: one warm-up, then the median
 
 
 def main():
