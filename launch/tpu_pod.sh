@@ -15,7 +15,7 @@
 # Environment: SG3JAX_HOME (checkout on the workers, default ~/sg3jax), SG3JAX_VENV (default ~/sg3jax-venv),
 # GCLOUD_FLAGS (extra flags for gcloud, e.g. "--project=my-project"), PLAN_PYTHON (the planning interpreter here,
 # default python), SG3JAX_TOPOLOGY (the slice as GENERATION:SHAPE, e.g. v5e:4x4; default: asked from gcloud),
-# SG3JAX_FIT (batch|bf16: if the run does not fit, train with the plan's remedy instead of refusing).
+# SG3JAX_FIT (batch|bf16|remat: if the run does not fit, train with the plan's remedy instead of refusing).
 set -euo pipefail
 
 usage() {
@@ -68,7 +68,7 @@ if [[ -z $topology ]]; then
 fi
 
 # Compile the training steps for the slice here, on the CPU, and refuse a run that does not fit (exit status 3
-# from the plan); with SG3JAX_FIT the plan's remedy (a smaller batch, or bf16 top layers) is added to the run.
+# from the plan); with SG3JAX_FIT the plan's remedy (a smaller batch, bf16 top layers, or remat) is added to the run.
 echo "== Plan for $topology (compiled here, on the CPU)"
 plan_overrides=$(mktemp)
 trap 'rm -f "$plan_overrides"' EXIT
@@ -76,7 +76,7 @@ plan_args=(--config "$config" --topology "$topology" --overrides_out "$plan_over
 [[ -n ${SG3JAX_FIT:-} ]] && plan_args+=(--fit "$SG3JAX_FIT")
 if ! (cd "$(dirname "$0")/.." && "${PLAN_PYTHON:-python}" -m sg3jax.launch.plan "${plan_args[@]}"); then
   echo "The plan failed or the run does not fit on $topology: not starting it (see above for what would fit;" \
-       "SG3JAX_FIT=batch|bf16 applies a remedy)." >&2
+       "SG3JAX_FIT=batch|bf16|remat applies a remedy)." >&2
   exit 1
 fi
 mapfile -t fit_flags < "$plan_overrides"

@@ -36,7 +36,7 @@ def _fake_plan(phases, precision='float32', chip='v5e', per_chip=1, batch=32, me
                          memory or c.hbm_bytes // per_chip)
     run = types.SimpleNamespace(cfg='stylegan3-t', resolution=256, batch_size=batch, batch_per_device=batch // 8,
                                 precision=precision, num_fp16_res=4, G_reg_interval=None, D_reg_interval=16,
-                                cbase=32768, mbstd_group=4)
+                                cbase=32768, mbstd_group=4, remat=False)
     return plan.Plan(run, target, {p.name: p for p in phases}, 0.95)
 
 
@@ -95,6 +95,55 @@ def test_chip_table():
     for c in chips.CHIPS.values():
         assert c.hbm_bytes > 0 and c.bf16_flops > 1e14 and c.hbm_bandwidth > 5e11
         assert math.isclose(c.fp32_flops * 6, c.bf16_flops)
+
+def _affine_make_plan(per_image, fixed, remat_factor=0.5, bf16_factor=0.7):
+    """A stand-in for plan.make_plan: the binding phase's temporaries are `fixed` + `per_image` per image on the
+    device, scaled by `remat_factor` with config.remat and `bf16_factor` with bfloat16. Records each call."""
+    calls = []
+
+    def make_plan(config, target, hbm_fraction=0.95, phases=None):
+        b = config.batch_size // target.num_devices
+        temp = fixed + per_image * b
+        temp *= remat_factor if config.remat else 1
+        temp *= bf16_factor if config.precision == 'bfloat16' else 1
+        calls.append((b, config.remat, config.precision))
+        p = _fake_plan([_phase('Gmain', 1e12, 1e9, arg=0, out=0, alias=0, temp=int(temp), code=0)],
+                       precision=config.precision, batch=config.batch_size)
+        p.run.remat, p.run.batch_per_device = config.remat, b
+        return p
+    return make_plan, calls
+
+
+def _base_config(batch_per_device):
+    from sg3jax.training import config as config_lib
+    config = config_lib.get_config('stylegan2', 'tiny')
+    config.batch_size = 8 * batch_per_device
+    return config
+
+
+def test_remedies_find_what_fits(monkeypatch):
+    usable = int(chips.CHIPS['v5e'].hbm_bytes * 0.95)
+    # 1 GiB fixed + 1 GiB per image: 32/device needs 33 GiB; 12/device (14 would be 15 GiB > 15.2 usable) fits.
+    fake, calls = _affine_make_plan(per_image=chips.GiB, fixed=chips.GiB)
+    monkeypatch.setattr(plan, 'make_plan', fake)
+    config = _base_config(32)
+    p = fake(config, _fake_plan([]).target)
+    assert not p.fits
+    found = plan.remedies(config, p.target, p)
+    b = found['batch']['batch_size'] // 8
+    assert b % 4 == 0 and chips.GiB * (1 + b) <= usable < chips.GiB * (1 + b + 4)
+    assert found['batch']['batch_gpu'] == 0
+    assert len([c for c in calls if not c[1] and c[2] == 'float32']) <= 1 + 1 + 4   # the plan, the line, checks
+    # 33 GiB * 0.7 and * 0.5 are both still over 15.2: neither remedy is offered as a fit.
+    assert found['bf16'] is None and found['remat'] is None
+    assert (32, True, 'float32') in calls and (32, False, 'bfloat16') in calls
+    # A smaller run that rematerialisation brings under the limit.
+    config = _base_config(20)
+    p = fake(config, p.target)
+    found = plan.remedies(config, p.target, p, which=('remat',))
+    assert found == {'remat': {'remat': True}}
+    assert plan.overrides_flags(found['remat']) == ['--config.remat=True']
+
 
 #----------------------------------------------------------------------------
 # Real compiles for v5e:2x2 (libtpu).

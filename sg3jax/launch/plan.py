@@ -20,9 +20,9 @@ padding of small channel counts). The compiler's own estimate (`optimal_seconds`
 printed too.
 
 When the run does not fit it says so with the numbers and what would fit: the largest per-chip batch, the top
-`num_fp16_res` resolutions in bfloat16 (`config.precision`), or rematerialisation (not available in the steps
-yet); `--fit=batch|bf16` applies one and prints (and writes to --overrides_out) the `--config.FIELD=VALUE`
-flags that make the run fit. The exit status is 0 when the (possibly fitted) run fits, 3 when it does not, so
+`num_fp16_res` resolutions in bfloat16 (`config.precision`), or rematerialisation (`config.remat`: each layer
+recomputed in the backward pass); `--fit=batch|bf16|remat` applies one and prints (and writes to
+--overrides_out) the `--config.FIELD=VALUE` flags that make the run fit. The exit status is 0 when the (possibly fitted) run fits, 3 when it does not, so
 launch/ scripts refuse to start such a job.
 
 `--topology=local` plans on the devices JAX sees instead (a GPU node under SLURM, or a TPU VM), against each
@@ -334,7 +334,8 @@ class Plan:
                 'memory_per_device': self.target.memory_bytes, 'usable_per_device': self.usable_bytes,
                 'cfg': self.run.cfg, 'resolution': self.run.resolution, 'batch_size': self.run.batch_size,
                 'batch_per_device': self.run.batch_per_device, 'precision': self.run.precision,
-                'num_fp16_res': self.run.num_fp16_res, 'fits': self.fits, 'peak_bytes': self.peak_bytes,
+                'num_fp16_res': self.run.num_fp16_res, 'remat': self.run.remat, 'fits': self.fits,
+                'peak_bytes': self.peak_bytes,
                 'binding_phase': self.binding_phase, 'sec_per_kimg': self.sec_per_kimg,
                 'xla_sec_per_kimg': self.xla_sec_per_kimg,
                 'phases': {n: dataclasses.asdict(p) for n, p in self.phases.items()}}
@@ -404,6 +405,14 @@ def bf16_plan(config, target: Target, plan: Plan) -> Optional[Plan]:
         print(f'  (bf16 top layers: not available yet: {e})')
         return None
 
+
+def remat_plan(config, target: Target, plan: Plan) -> Optional[Plan]:
+    """The binding phase with every G layer/block and D block rematerialised (config.remat); None when the run
+    already rematerialises."""
+    if plan.run.remat:
+        return None
+    return make_plan(_with(config, remat=True), target, plan.hbm_fraction, [plan.binding_phase])
+
 #----------------------------------------------------------------------------
 # Report.
 
@@ -420,7 +429,8 @@ def format_plan(plan: Plan) -> str:
                  f'{t.device_kind} ({per}{fmt_bytes(t.memory_bytes)} per device, usable '
                  f'{plan.hbm_fraction:.0%}), global batch {run.batch_size} ({run.batch_per_device}/device), '
                  f'precision {run.precision}' + (f' in the top {run.num_fp16_res} resolutions'
-                                                 if run.precision != 'float32' else ''))
+                                                 if run.precision != 'float32' else '') +
+                 (', rematerialised' if run.remat else ''))
     if chip is not None:
         rate = 'bf16 peak' if run.precision != 'float32' else 'fp32 = bf16 peak / 6 (Precision.HIGHEST)'
         lines.append(f'# peak per device: {plan.flops_rate / 1e12:.1f} TFLOP/s ({rate}), '
@@ -481,9 +491,14 @@ def remedies(config, target: Target, plan: Plan, which: Sequence[str] = ('batch'
         else:
             out['bf16'] = None
     if 'remat' in which:
-        print('  - rematerialisation (recompute activations in the backward pass): not available, the update '
-              'steps (sg3jax.training.steps) have no remat option yet')
-        out['remat'] = None
+        p = remat_plan(config, target, plan)
+        if p is not None:
+            ok = 'fits' if p.fits else 'still does not fit'
+            print(f'  - rematerialisation, each layer recomputed in the backward pass (--config.remat=True, about '
+                  f'a third more compute): {plan.binding_phase} peak {fmt_bytes(p.peak_bytes)}, {ok}')
+            out['remat'] = {'remat': True} if p.fits else None
+        else:
+            out['remat'] = None
     return out
 
 
@@ -515,9 +530,6 @@ def main(argv):
     overrides = {}
     if not plan.fits and (FLAGS.suggest or FLAGS.fit != 'none'):
         which = ('batch', 'bf16', 'remat') if FLAGS.fit == 'none' else (FLAGS.fit,)
-        if FLAGS.fit == 'remat':
-            raise NotImplementedError('--fit=remat: the update steps (sg3jax.training.steps) have no '
-                                      'rematerialisation option yet')
         found = remedies(config, target, plan, which)
         if FLAGS.fit != 'none' and found.get(FLAGS.fit):
             overrides = found[FLAGS.fit]

@@ -145,13 +145,36 @@ def minibatch_std(x, group_size: Optional[int] = 4, num_channels: int = 1):
     return jnp.concatenate([x, y], axis=-1)
 
 
+def _d_block(p, x, img, *, f, blk, spec: DSpec, impl, dtype):
+    """One DiscriminatorBlock (official networks_stylegan2.py): (x, img) -> (x, img) at half the resolution.
+    `f` is the resampling filter (a concrete array: the FIR taps are unrolled)."""
+    act, clamp = spec.activation, spec.conv_clamp
+    x = x.astype(dtype) if x is not None else None
+    if blk.in_channels == 0 or spec.architecture == 'skip':
+        y = conv_apply(p['fromrgb'], img.astype(dtype), activation=act, conv_clamp=clamp, impl=impl)
+        x = x + y if x is not None else y
+        img = downsample2d(img, f, impl=impl) if spec.architecture == 'skip' else None
+    if spec.architecture == 'resnet':
+        y = conv_apply(p['skip'], x, down=2, resample_filter=f, gain=np.sqrt(0.5), impl=impl)
+        x = conv_apply(p['conv0'], x, activation=act, conv_clamp=clamp, impl=impl)
+        x = conv_apply(p['conv1'], x, activation=act, down=2, resample_filter=f, conv_clamp=clamp,
+                       gain=np.sqrt(0.5), impl=impl)
+        x = y + x
+    else:
+        x = conv_apply(p['conv0'], x, activation=act, conv_clamp=clamp, impl=impl)
+        x = conv_apply(p['conv1'], x, activation=act, down=2, resample_filter=f, conv_clamp=clamp, impl=impl)
+    return x, img
+
+
 def d_apply(params, spec: DSpec, img, c=None, impl='fast', return_activations=False, mbstd_fn=None,
-            mixed_dtype=None):
+            mixed_dtype=None, remat=False):
     """img [N, R, R, C] (NHWC, in [-1, 1]), c [N, c_dim] -> logits [N, 1] (float32).
 
     `mbstd_fn` replaces `minibatch_std` (e.g. a shard_map'ed per-device version during training).
     `mixed_dtype` (jnp.bfloat16 / jnp.float16): compute dtype of the `use_fp16` blocks (the highest
-    resolutions), as the official fp16 blocks on CUDA; the epilogue stays float32. None = float32 everywhere."""
+    resolutions), as the official fp16 blocks on CUDA; the epilogue stays float32. None = float32 everywhere.
+    `remat`: rematerialise each block (`jax.checkpoint`) under differentiation: only the blocks' outputs are
+    kept for the backward pass (and for R1's double backward), the rest is recomputed; same values."""
     if img.ndim != 4 or img.shape[1:] != (spec.img_resolution, spec.img_resolution, spec.img_channels):
         raise ValueError(f'img must have shape [N, {spec.img_resolution}, {spec.img_resolution}, '
                          f'{spec.img_channels}] (NHWC), got {img.shape}')
@@ -161,22 +184,11 @@ def d_apply(params, spec: DSpec, img, c=None, impl='fast', return_activations=Fa
     x = None
     img = img.astype(jnp.float32)
     for blk in spec.blocks:
-        p = params[blk.name]
         dtype = mixed_dtype if (mixed_dtype is not None and blk.use_fp16) else jnp.float32
-        x = x.astype(dtype) if x is not None else None
-        if blk.in_channels == 0 or spec.architecture == 'skip':
-            y = conv_apply(p['fromrgb'], img.astype(dtype), activation=act, conv_clamp=clamp, impl=impl)
-            x = x + y if x is not None else y
-            img = downsample2d(img, f, impl=impl) if spec.architecture == 'skip' else None
-        if spec.architecture == 'resnet':
-            y = conv_apply(p['skip'], x, down=2, resample_filter=f, gain=np.sqrt(0.5), impl=impl)
-            x = conv_apply(p['conv0'], x, activation=act, conv_clamp=clamp, impl=impl)
-            x = conv_apply(p['conv1'], x, activation=act, down=2, resample_filter=f, conv_clamp=clamp,
-                           gain=np.sqrt(0.5), impl=impl)
-            x = y + x
-        else:
-            x = conv_apply(p['conv0'], x, activation=act, conv_clamp=clamp, impl=impl)
-            x = conv_apply(p['conv1'], x, activation=act, down=2, resample_filter=f, conv_clamp=clamp, impl=impl)
+        run_block = functools.partial(_d_block, f=f, blk=blk, spec=spec, impl=impl, dtype=dtype)
+        if remat:
+            run_block = jax.checkpoint(run_block)
+        x, img = run_block(params[blk.name], x, img)
         acts[f'{blk.name}.x'] = x
 
     cmap = None

@@ -124,19 +124,20 @@ def mapping(params, buffers, z, c, cfg, truncation_psi=1.0, truncation_cutoff=No
 
 
 def synthesis(params, buffers, ws, cfg, update_emas=False, noise_mode='const', noise_key=None,
-              fused_modconv=None, transform=None, impl='fast', mixed_dtype=None):
+              fused_modconv=None, transform=None, impl='fast', mixed_dtype=None, remat=False):
     """ws -> images [N, R, R, C] (NHWC); with update_emas -> (img, new_buffers).
 
     StyleGAN3: `transform` ([3,3] or [N,3,3]) overrides the input's transform buffer; noise options are ignored,
     as in the official code. StyleGAN2: `noise_mode` 'const' | 'random' (needs noise_key) | 'none',
     `fused_modconv` None = config default. `impl`: 'fast' or 'ref' (the official op order; slower).
     `mixed_dtype`: jnp.bfloat16 or jnp.float16 runs the top `num_fp16_res` resolutions in that dtype (mixed
-    precision, official fp16 layers); None = float32 everywhere."""
+    precision, official fp16 layers); None = float32 everywhere. `remat`: recompute each layer (SG3) or block
+    (SG2) in the backward pass instead of keeping its internals (training memory; same values)."""
     s = spec(cfg)
     if s.arch == 'stylegan3':
         out = synthesis_sg3.synthesis_apply(params['synthesis'], buffers['synthesis'], ws, s.synthesis,
                                             update_emas=update_emas, transform=transform, impl=impl,
-                                            mixed_dtype=mixed_dtype)
+                                            mixed_dtype=mixed_dtype, remat=remat)
         if update_emas:
             img, sb = out
             return img, {**buffers, 'synthesis': sb}
@@ -145,7 +146,7 @@ def synthesis(params, buffers, ws, cfg, update_emas=False, noise_mode='const', n
         raise ValueError('transform is a StyleGAN3 input option; StyleGAN2 has a constant input')
     img = synthesis_sg2.synthesis_apply(params['synthesis'], buffers['synthesis'], ws, s.synthesis,
                                         noise_mode=noise_mode, noise_key=noise_key, fused_modconv=fused_modconv,
-                                        impl=impl, mixed_dtype=mixed_dtype)
+                                        impl=impl, mixed_dtype=mixed_dtype, remat=remat)
     return (img, buffers) if update_emas else img
 
 

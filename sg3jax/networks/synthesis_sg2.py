@@ -147,8 +147,40 @@ def _torgb(p, x, w, spec, fused_modconv, impl='fast'):
     return bias_act(x, p['bias'], dim=-1, clamp=spec.conv_clamp)
 
 
+def _synthesis_block(p, b, x, img, bws, keys, *, f, blk, spec, noise_mode, fused_modconv, impl, dtype):
+    """One SynthesisBlock (official networks_stylegan2.py): (x, img) of the previous block -> (x, img).
+    `bws` are the block's ws (its convs', then torgb's), `keys` its convs' noise keys (or Nones), `f` the
+    resampling filter (a concrete array: the FIR taps are unrolled)."""
+    x = x.astype(dtype) if x is not None else None
+    wi, ki = iter(bws), iter(keys)
+    n = bws[0].shape[0]
+    if blk.in_channels == 0:
+        x = jnp.broadcast_to(jnp.transpose(p['const'], (1, 2, 0))[None].astype(dtype),
+                             (n, blk.resolution, blk.resolution, blk.out_channels))
+        x = _synthesis_layer(p['conv1'], b.get('conv1'), x, next(wi), spec, blk.resolution, 1, noise_mode,
+                             next(ki), fused_modconv, impl=impl)
+    elif spec.architecture == 'resnet':
+        y = conv_apply(p['skip'], x, up=2, resample_filter=f, gain=np.sqrt(0.5), impl=impl)
+        x = _synthesis_layer(p['conv0'], b.get('conv0'), x, next(wi), spec, blk.resolution, 2, noise_mode,
+                             next(ki), fused_modconv, impl=impl)
+        x = _synthesis_layer(p['conv1'], b.get('conv1'), x, next(wi), spec, blk.resolution, 1, noise_mode,
+                             next(ki), fused_modconv, gain=np.sqrt(0.5), impl=impl)
+        x = y + x
+    else:
+        x = _synthesis_layer(p['conv0'], b.get('conv0'), x, next(wi), spec, blk.resolution, 2, noise_mode,
+                             next(ki), fused_modconv, impl=impl)
+        x = _synthesis_layer(p['conv1'], b.get('conv1'), x, next(wi), spec, blk.resolution, 1, noise_mode,
+                             next(ki), fused_modconv, impl=impl)
+    if img is not None:
+        img = upsample2d(img, f, impl=impl)
+    if blk.num_torgb:
+        y = _torgb(p['torgb'], x, next(wi), spec, fused_modconv, impl=impl).astype(jnp.float32)
+        img = img + y if img is not None else y
+    return x, img
+
+
 def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, noise_mode='const', noise_key=None,
-                    fused_modconv=None, impl='fast', return_activations=False, mixed_dtype=None):
+                    fused_modconv=None, impl='fast', return_activations=False, mixed_dtype=None, remat=False):
     """ws [N, num_ws, w_dim] -> images [N, R, R, C] (NHWC).
 
     noise_mode: 'const' (the stored noise_const buffers; the default here, since it needs no key), 'random'
@@ -157,7 +189,9 @@ def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, noise_mode='const'
     on XLA the dense form is the faster one in both cases, and XLA's SPMD partitioner mis-partitions the
     batch-grouped convolution's gradient over a sharded batch. `mixed_dtype` (jnp.bfloat16 / jnp.float16): the
     compute dtype of the blocks the official code runs in fp16 on CUDA (resolution >= 2**(log2(R) + 1 -
-    num_fp16_res), at least 8); the image accumulates in float32. None = float32 everywhere.
+    num_fp16_res), at least 8); the image accumulates in float32. None = float32 everywhere. `remat`:
+    rematerialise each block (`jax.checkpoint`) under differentiation: only the blocks' (x, img) are kept for the
+    backward pass, the rest is recomputed; same values, about one more forward of compute.
     """
     if noise_mode not in ('random', 'const', 'none'):
         raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
@@ -175,33 +209,14 @@ def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, noise_mode='const'
     w_idx = 0
     acts = {}
     for blk in spec.blocks:
-        p, b = params[blk.name], buffers.get(blk.name, {})
         dtype = mixed_dtype if (mixed_dtype is not None and blk.use_fp16) else jnp.float32
-        x = x.astype(dtype) if x is not None else None
         bws = [ws[:, w_idx + i] for i in range(blk.num_conv + blk.num_torgb)]
         w_idx += blk.num_conv
-        wi = iter(bws)
-        if blk.in_channels == 0:
-            x = jnp.broadcast_to(jnp.transpose(p['const'], (1, 2, 0))[None].astype(dtype),
-                                 (ws.shape[0], blk.resolution, blk.resolution, blk.out_channels))
-            x = _synthesis_layer(p['conv1'], b.get('conv1'), x, next(wi), spec, blk.resolution, 1, noise_mode,
-                                 next(keys), fused_modconv, impl=impl)
-        elif spec.architecture == 'resnet':
-            y = conv_apply(p['skip'], x, up=2, resample_filter=f, gain=np.sqrt(0.5), impl=impl)
-            x = _synthesis_layer(p['conv0'], b.get('conv0'), x, next(wi), spec, blk.resolution, 2, noise_mode,
-                                 next(keys), fused_modconv, impl=impl)
-            x = _synthesis_layer(p['conv1'], b.get('conv1'), x, next(wi), spec, blk.resolution, 1, noise_mode,
-                                 next(keys), fused_modconv, gain=np.sqrt(0.5), impl=impl)
-            x = y + x
-        else:
-            x = _synthesis_layer(p['conv0'], b.get('conv0'), x, next(wi), spec, blk.resolution, 2, noise_mode,
-                                 next(keys), fused_modconv, impl=impl)
-            x = _synthesis_layer(p['conv1'], b.get('conv1'), x, next(wi), spec, blk.resolution, 1, noise_mode,
-                                 next(keys), fused_modconv, impl=impl)
-        if img is not None:
-            img = upsample2d(img, f, impl=impl)
-        if blk.num_torgb:
-            y = _torgb(p['torgb'], x, next(wi), spec, fused_modconv, impl=impl).astype(jnp.float32)
-            img = img + y if img is not None else y
+        bkeys = [next(keys) for _ in range(blk.num_conv)]
+        run_block = functools.partial(_synthesis_block, f=f, blk=blk, spec=spec, noise_mode=noise_mode,
+                                      fused_modconv=fused_modconv, impl=impl, dtype=dtype)
+        if remat:
+            run_block = jax.checkpoint(run_block)
+        x, img = run_block(params[blk.name], buffers.get(blk.name, {}), x, img, bws, bkeys)
         acts[f'{blk.name}.x'], acts[f'{blk.name}.img'] = x, img
     return (img, acts) if return_activations else img

@@ -245,13 +245,16 @@ def synthesis_layer(params, buffers, x, w, layer: LayerSpec, spec: SynthesisSpec
 
 
 def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, update_emas=False, transform=None, impl='fast',
-                    return_activations=False, mixed_dtype=None):
+                    return_activations=False, mixed_dtype=None, remat=False):
     """ws [N, num_ws, w_dim] -> images [N, R, R, img_channels] (NHWC, output_scale applied, float32).
 
     Returns img, or (img, new_buffers) with `update_emas`; `return_activations` adds a dict of every layer's
     output (for localising parity differences). `mixed_dtype` (jnp.bfloat16 / jnp.float16): the compute dtype of
     the layers the official code runs in fp16 on CUDA (`use_fp16`: sampling rate * 2**num_fp16_res >
-    img_resolution, i.e. the highest-resolution layers); None = float32 everywhere, the official CPU behaviour."""
+    img_resolution, i.e. the highest-resolution layers); None = float32 everywhere, the official CPU behaviour.
+    `remat`: rematerialise each layer (`jax.checkpoint`) under differentiation: only the layers' inputs are kept
+    for the backward pass and each layer's internals (the 2x-rate upsampled activations of filtered_lrelu, the
+    largest tensors of the network) are recomputed from them; same values, about one more forward of compute."""
     if ws.ndim != 3 or ws.shape[1:] != (spec.num_ws, spec.w_dim):
         raise ValueError(f'ws must have shape [N, {spec.num_ws}, {spec.w_dim}], got {ws.shape}')
     ws = ws.astype(jnp.float32)
@@ -261,8 +264,11 @@ def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, update_emas=False,
     new_buffers = dict(buffers)
     for i, layer in enumerate(spec.layers):
         dtype = mixed_dtype if (mixed_dtype is not None and layer.use_fp16) else jnp.float32
-        x, new_buffers[layer.name] = synthesis_layer(params[layer.name], buffers[layer.name], x, ws[:, i + 1],
-                                                     layer, spec, update_emas=update_emas, impl=impl, dtype=dtype)
+        run_layer = functools.partial(synthesis_layer, layer=layer, spec=spec, update_emas=update_emas, impl=impl,
+                                      dtype=dtype)
+        if remat:
+            run_layer = jax.checkpoint(run_layer)
+        x, new_buffers[layer.name] = run_layer(params[layer.name], buffers[layer.name], x, ws[:, i + 1])
         acts[layer.name] = x
     if spec.output_scale != 1:
         x = x * spec.output_scale

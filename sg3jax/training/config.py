@@ -66,6 +66,8 @@ def base_config(cfg: str) -> config_dict.ConfigDict:
     c.precision          = 'float32'    # Compute dtype of the num_fp16_res highest-resolution layers
                                         # ('float32' | 'bfloat16' | 'float16'); master weights stay float32.
     c.num_fp16_res       = 4            # How many highest resolutions use `precision` [official: 4, or 0 if --fp32].
+    c.remat              = False        # Recompute each G layer/block and D block in the backward pass instead
+                                        # of keeping its activations: less memory, ~1 more forward of compute.
 
     # Optimisation: Adam, betas (0, 0.99), eps 1e-8 (official train.py).
     c.glr                = ph(float)    # G learning rate; None = 0.0025 (StyleGAN3) or 0.002 (StyleGAN2).

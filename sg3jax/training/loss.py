@@ -62,9 +62,10 @@ def _mix_styles(ws, G_params, G_buffers, z, c, G_cfg, key, prob):
     return jnp.where((jnp.arange(num_ws) >= cutoff)[None, :, None], ws2, ws)
 
 
-def _synthesize(G_params, G_buffers, ws, G_cfg, key, fused_modconv, update_emas=False, mixed_dtype=None):
+def _synthesize(G_params, G_buffers, ws, G_cfg, key, fused_modconv, update_emas=False, mixed_dtype=None,
+                remat=False):
     """Synthesis as in training: StyleGAN2 draws random noise (const without a key); StyleGAN3 has none."""
-    kwargs = dict(mixed_dtype=mixed_dtype)
+    kwargs = dict(mixed_dtype=mixed_dtype, remat=remat)
     if generator.spec(G_cfg).arch == 'stylegan2':
         kwargs.update(noise_mode='random' if key is not None else 'const', noise_key=key,
                       fused_modconv=fused_modconv)
@@ -72,9 +73,9 @@ def _synthesize(G_params, G_buffers, ws, G_cfg, key, fused_modconv, update_emas=
 
 
 def run_G(G_params, G_buffers, z, c, G_cfg, *, update_emas=False, style_mixing_prob=0.0, key=None,
-          fused_modconv=None, mixed_dtype=None):
+          fused_modconv=None, mixed_dtype=None, remat=False):
     """G(z, c) as the official StyleGAN2Loss.run_G. Returns (img, ws, G_buffers), the buffers updated when
-    `update_emas` (w_avg in the mapping, magnitude_ema in the synthesis). `mixed_dtype`: see
+    `update_emas` (w_avg in the mapping, magnitude_ema in the synthesis). `mixed_dtype`, `remat`: see
     generator.synthesis."""
     k_mix, k_noise = jax.random.split(key) if key is not None else (None, None)
     if update_emas:
@@ -82,37 +83,39 @@ def run_G(G_params, G_buffers, z, c, G_cfg, *, update_emas=False, style_mixing_p
     else:
         ws = generator.mapping(G_params, G_buffers, z, c, G_cfg)
     ws = _mix_styles(ws, G_params, G_buffers, z, c, G_cfg, k_mix, style_mixing_prob)
-    out = _synthesize(G_params, G_buffers, ws, G_cfg, k_noise, fused_modconv, update_emas, mixed_dtype)
+    out = _synthesize(G_params, G_buffers, ws, G_cfg, k_noise, fused_modconv, update_emas, mixed_dtype, remat)
     img, G_buffers = out if update_emas else (out, G_buffers)
     return img, ws, G_buffers
 
 
 def run_D(D_params, img, c, D_cfg, *, blur_sigma=0.0, max_blur_sigma=0.0, augment: Optional[Callable] = None,
-          mbstd_fn=None, mixed_dtype=None):
+          mbstd_fn=None, mixed_dtype=None, remat=False):
     """D(augment(blur(img)), c), as the official StyleGAN2Loss.run_D (blur first, then the augment pipe)."""
     img = blur(img, blur_sigma, max_blur_sigma)
     if augment is not None:
         img = augment(img)
-    return discriminator.apply(D_params, img, c, D_cfg, mbstd_fn=mbstd_fn, mixed_dtype=mixed_dtype)
+    return discriminator.apply(D_params, img, c, D_cfg, mbstd_fn=mbstd_fn, mixed_dtype=mixed_dtype, remat=remat)
 
 #----------------------------------------------------------------------------
 
 def loss_Gmain(G_params, G_buffers, D_params, z, c, G_cfg, D_cfg, *, key=None, style_mixing_prob=0.0,
                blur_sigma=0.0, max_blur_sigma=0.0, augment=None, mbstd_fn=None, fused_modconv=None,
-               mixed_dtype=None):
+               mixed_dtype=None,
+               remat=False):
     """mean(softplus(-D(G(z, c)))): maximise the logits of generated images."""
     img, _, _ = run_G(G_params, G_buffers, z, c, G_cfg, key=key, style_mixing_prob=style_mixing_prob,
-                      fused_modconv=fused_modconv, mixed_dtype=mixed_dtype)
+                      fused_modconv=fused_modconv, mixed_dtype=mixed_dtype, remat=remat)
     # The augmentation draws from its own stream, so G's draws do not depend on whether augmentation is on.
     aug = None if augment is None else (lambda x: augment(x, jax.random.fold_in(key, 1)))
     logits = run_D(D_params, img, c, D_cfg, blur_sigma=blur_sigma, max_blur_sigma=max_blur_sigma,
-                   augment=aug, mbstd_fn=mbstd_fn, mixed_dtype=mixed_dtype)
+                   augment=aug, mbstd_fn=mbstd_fn, mixed_dtype=mixed_dtype, remat=remat)
     loss = jax.nn.softplus(-logits)                           # -log(sigmoid(logits))
     return jnp.mean(loss), {'scores_fake': logits, 'loss_G': loss}
 
 
 def loss_Gpl(G_params, G_buffers, pl_mean, z, c, G_cfg, *, key, pl_batch_shrink=2, pl_decay=0.01,
-             pl_weight=2.0, style_mixing_prob=0.0, fused_modconv=None, mixed_dtype=None):
+             pl_weight=2.0, style_mixing_prob=0.0, fused_modconv=None, mixed_dtype=None,
+             remat=False):
     """Path-length regularisation (StyleGAN2 Section 3.2): penalty (|J_w^T y| - a)^2 with y ~ N(0, 1/(H W)) and a
     the running mean of the lengths (decay pl_decay), on the first batch/pl_batch_shrink samples. Returns
     (mean(penalty) * pl_weight, aux with the new pl_mean). (The official `pl_no_weight_grad` only skips a weight
@@ -123,7 +126,7 @@ def loss_Gpl(G_params, G_buffers, pl_mean, z, c, G_cfg, *, key, pl_batch_shrink=
     ws = generator.mapping(G_params, G_buffers, z, c, G_cfg)
     ws = _mix_styles(ws, G_params, G_buffers, z, c, G_cfg, k_mix, style_mixing_prob)
     img, vjp = jax.vjp(lambda ws: _synthesize(G_params, G_buffers, ws, G_cfg, k_noise, fused_modconv,
-                                              mixed_dtype=mixed_dtype), ws)
+                                              mixed_dtype=mixed_dtype, remat=remat), ws)
     pl_noise = jax.random.normal(k_pl, img.shape) / np.sqrt(img.shape[1] * img.shape[2])
     (pl_grads,) = vjp(pl_noise)                               # d sum(img * noise) / d ws, differentiable
     pl_lengths = jnp.sqrt(jnp.mean(jnp.sum(jnp.square(pl_grads), axis=2), axis=1))
@@ -137,20 +140,21 @@ def loss_Gpl(G_params, G_buffers, pl_mean, z, c, G_cfg, *, key, pl_batch_shrink=
 
 def loss_Dmain(D_params, G_params, G_buffers, z, c, real_img, real_c, G_cfg, D_cfg, *, key=None,
                style_mixing_prob=0.0, blur_sigma=0.0, max_blur_sigma=0.0, augment=None, mbstd_fn=None,
-               fused_modconv=None, mixed_dtype=None):
+               fused_modconv=None, mixed_dtype=None,
+               remat=False):
     """mean(softplus(D(G(z, c)))) + mean(softplus(-D(real))). The G pass updates G's buffers (w_avg,
     magnitude_ema), as the official Dmain phase does; they are returned in aux['G_buffers']."""
     k_g, k_aug_fake, k_aug_real = (jax.random.split(key, 3) if key is not None else (None,) * 3)
     img, _, new_G_buffers = run_G(G_params, G_buffers, z, c, G_cfg, update_emas=True, key=k_g,
                                   style_mixing_prob=style_mixing_prob, fused_modconv=fused_modconv,
-                                  mixed_dtype=mixed_dtype)
+                                  mixed_dtype=mixed_dtype, remat=remat)
     img = lax.stop_gradient(img)
     fake_logits = run_D(D_params, img, c, D_cfg, blur_sigma=blur_sigma, max_blur_sigma=max_blur_sigma,
                         augment=None if augment is None else (lambda x: augment(x, k_aug_fake)),
-                        mbstd_fn=mbstd_fn, mixed_dtype=mixed_dtype)
+                        mbstd_fn=mbstd_fn, mixed_dtype=mixed_dtype, remat=remat)
     real_logits = run_D(D_params, real_img, real_c, D_cfg, blur_sigma=blur_sigma, max_blur_sigma=max_blur_sigma,
                         augment=None if augment is None else (lambda x: augment(x, k_aug_real)),
-                        mbstd_fn=mbstd_fn, mixed_dtype=mixed_dtype)
+                        mbstd_fn=mbstd_fn, mixed_dtype=mixed_dtype, remat=remat)
     loss_Dgen = jax.nn.softplus(fake_logits)                  # -log(1 - sigmoid(fake))
     loss_Dreal = jax.nn.softplus(-real_logits)                # -log(sigmoid(real))
     return jnp.mean(loss_Dgen) + jnp.mean(loss_Dreal), {
@@ -159,14 +163,15 @@ def loss_Dmain(D_params, G_params, G_buffers, z, c, real_img, real_c, G_cfg, D_c
 
 
 def loss_Dr1(D_params, real_img, real_c, D_cfg, *, r1_gamma, key=None, blur_sigma=0.0, max_blur_sigma=0.0,
-             augment=None, mbstd_fn=None, mixed_dtype=None):
+             augment=None, mbstd_fn=None, mixed_dtype=None,
+             remat=False):
     """R1: r1_penalty = |d sum(D(x)) / dx|^2 per sample, loss = r1_penalty * (gamma / 2), differentiated w.r.t.
     D (a double backward). The blur and augmentation run inside the graph, so the gradient sees them."""
     aug = None if augment is None else (lambda x: augment(x, key))
 
     def logits_sum(x):
         logits = run_D(D_params, x, real_c, D_cfg, blur_sigma=blur_sigma, max_blur_sigma=max_blur_sigma,
-                       augment=aug, mbstd_fn=mbstd_fn, mixed_dtype=mixed_dtype)
+                       augment=aug, mbstd_fn=mbstd_fn, mixed_dtype=mixed_dtype, remat=remat)
         return jnp.sum(logits), logits
     r1_grads, real_logits = jax.grad(logits_sum, has_aux=True)(real_img)
     r1_penalty = jnp.sum(jnp.square(r1_grads), axis=(1, 2, 3))

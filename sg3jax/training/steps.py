@@ -64,6 +64,7 @@ class TrainSpec:
     ema_rampup: Optional[float] = 0.05
     nan_policy: str = 'stop'        # 'stop': record the first non-finite step/phase; 'skip': drop that update
     precision: str = 'float32'      # compute dtype of the num_fp16_res top resolutions; weights stay float32
+    remat: bool = False             # recompute G layers / D blocks in the backward pass (training memory)
     aug: str = 'noaug'              # 'noaug' | 'ada' | 'fixed' (D-input augmentation, sg3jax.training.augment)
     augpipe: str = 'bgc'
     augment_p: float = 0.0          # initial p: 0 for ada (official), config.p for fixed
@@ -91,7 +92,8 @@ class TrainSpec:
             style_mixing_prob=lk['style_mixing_prob'], pl_weight=lk['pl_weight'],
             pl_batch_shrink=lk['pl_batch_shrink'], pl_decay=lk['pl_decay'],
             blur_init_sigma=lk['blur_init_sigma'], blur_fade_kimg=lk['blur_fade_kimg'], ema_kimg=run.ema_kimg,
-            ema_rampup=run.ema_rampup, nan_policy=run.nan_policy, precision=run.precision, aug=run.aug,
+            ema_rampup=run.ema_rampup, nan_policy=run.nan_policy, precision=run.precision, remat=run.remat,
+            aug=run.aug,
             augpipe=run.augpipe, augment_p=run.p if run.aug == 'fixed' else 0.0, ada_target=run.target,
             ada_interval=run.ada_interval, ada_kimg=run.ada_kimg)
 
@@ -221,7 +223,7 @@ def make_steps(spec: TrainSpec, mesh=None) -> Dict[str, Callable]:
         f = lambda G: L.loss_Gmain(G, state['buffers']['G'], state['D'], z, c, G_cfg, D_cfg, key=k[2],
                                    style_mixing_prob=spec.style_mixing_prob, mbstd_fn=mbstd,
                                    augment=augment_fn(state),
-                                   fused_modconv=fused, mixed_dtype=mixed, **blur_kw(state))
+                                   fused_modconv=fused, mixed_dtype=mixed, remat=spec.remat, **blur_kw(state))
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['G'])
         state = _apply_update(state, 'G', grads, loss, spec, PHASE_IDS['Gmain'], G_tx)
         return state, {'Loss/G/loss': loss, 'Loss/scores/fake': jnp.mean(aux['scores_fake']),
@@ -234,7 +236,7 @@ def make_steps(spec: TrainSpec, mesh=None) -> Dict[str, Callable]:
         f = lambda G: L.loss_Gpl(G, state['buffers']['G'], state['buffers']['pl_mean'], z, c, G_cfg, key=k[2],
                                  pl_batch_shrink=spec.pl_batch_shrink, pl_decay=spec.pl_decay,
                                  pl_weight=spec.pl_weight, style_mixing_prob=spec.style_mixing_prob,
-                                 fused_modconv=fused, mixed_dtype=mixed)
+                                 fused_modconv=fused, mixed_dtype=mixed, remat=spec.remat)
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['G'])
         grads = jax.tree.map(lambda g: g * spec.G_reg_interval, grads)    # phase gain = interval
         state = _apply_update(state, 'G', grads, loss, spec, PHASE_IDS['Greg'], G_tx)
@@ -248,7 +250,7 @@ def make_steps(spec: TrainSpec, mesh=None) -> Dict[str, Callable]:
         f = lambda D: L.loss_Dmain(D, state['G'], state['buffers']['G'], z, c, batch['img'], batch['c'], G_cfg,
                                    D_cfg, key=k[2], style_mixing_prob=spec.style_mixing_prob, mbstd_fn=mbstd,
                                    augment=augment_fn(state), fused_modconv=fused, mixed_dtype=mixed,
-                                   **blur_kw(state))
+                                   remat=spec.remat, **blur_kw(state))
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['D'])
         state = _apply_update(state, 'D', grads, loss, spec, PHASE_IDS['Dmain'], D_tx)
         # w_avg / magnitude_ema move in the D-main generator pass only (official StyleGAN2Loss).
@@ -260,7 +262,7 @@ def make_steps(spec: TrainSpec, mesh=None) -> Dict[str, Callable]:
     def D_reg(state, batch, key):
         k = phase_key(key, state, 'Dreg')
         f = lambda D: L.loss_Dr1(D, batch['img'], batch['c'], D_cfg, r1_gamma=spec.r1_gamma, key=k,
-                                 mbstd_fn=mbstd, augment=augment_fn(state), mixed_dtype=mixed,
+                                 mbstd_fn=mbstd, augment=augment_fn(state), mixed_dtype=mixed, remat=spec.remat,
                                  **blur_kw(state))
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['D'])
         grads = jax.tree.map(lambda g: g * spec.D_reg_interval, grads)    # phase gain = interval
