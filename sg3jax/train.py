@@ -46,14 +46,13 @@ def dataset_properties(config):
     return ds.label_dim, ds.num_channels
 
 
-def _fmt_bytes(n):
-    return f'{n / 2 ** 30:.2f} GiB' if n >= 2 ** 30 else f'{n / 2 ** 20:.1f} MiB'
-
-
 def dry_run(config):
+    """Resolve the config for the devices JAX sees, print it, and compile every update phase for the global batch
+    (the same compile as `sg3jax.launch.plan --topology=local`), printing each phase's memory and FLOPs."""
     import jax
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+    from jax.sharding import AxisType
 
+    from sg3jax.launch import plan as plan_lib
     from sg3jax.training import config as config_lib
     from sg3jax.training import steps as steps_lib
 
@@ -62,29 +61,28 @@ def dry_run(config):
     if jax.process_index() == 0:
         print(json.dumps(run.to_dict(), indent=2, sort_keys=True, default=str))
     spec = steps_lib.TrainSpec.from_config(run)
-    mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(AxisType.Auto,))
-    steps = steps_lib.make_steps(spec, mesh)
-    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
     state = jax.eval_shape(lambda k: steps_lib.init_state(k, spec), jax.random.key(0))
-    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
-    r, n = run.resolution, run.batch_size
-    batch = {'img': jax.ShapeDtypeStruct((n, r, r, img_channels), 'float32', sharding=data),
-             'c': jax.ShapeDtypeStruct((n, run.c_dim), 'float32', sharding=data)}
-    key = jax.eval_shape(lambda: jax.random.key(0))
     n_params = sum(x.size for part in ('G', 'D') for x in jax.tree.leaves(state[part]))
-    print(f'# {jax.device_count()} x {jax.devices()[0].device_kind}, global batch {n} '
+    print(f'# {jax.device_count()} x {jax.devices()[0].device_kind}, global batch {run.batch_size} '
           f'({run.batch_per_device}/device), {n_params / 1e6:.2f} M parameters (G + D)')
     print('| phase | arguments | outputs | temporaries | code | GFLOP/step |')
     print('|---|---|---|---|---|---|')
-    for name, fn in steps.items():
-        compiled = fn.lower(state, batch, key).compile()
-        mem = compiled.memory_analysis()
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
-        fields = [getattr(mem, f, 0) or 0 for f in ('argument_size_in_bytes', 'output_size_in_bytes',
-                                                     'temp_size_in_bytes', 'generated_code_size_in_bytes')]
-        print(f'| {name} | ' + ' | '.join(_fmt_bytes(v) for v in fields) + f' | {flops / 1e9:.1f} |', flush=True)
+    # The trainer's device order (jax.make_mesh), so the compiled programs are the ones training will run.
+    devices = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(AxisType.Auto,)).devices.flatten()
+    fmt = plan_lib.fmt_bytes
+    phases = plan_lib.compile_phases(run, list(devices))
+    for name, p in phases.items():
+        if p.oom:
+            print(f'| {name} | {fmt(p.argument_bytes)} | - | {fmt(p.temp_bytes)} (refused) | - | - |', flush=True)
+        else:
+            print(f'| {name} | {fmt(p.argument_bytes)} | {fmt(p.output_bytes)} | {fmt(p.temp_bytes)} | '
+                  f'{fmt(p.code_bytes)} | {p.flops / 1e9:.1f} |', flush=True)
+    refused = {name: p.oom.splitlines()[0] for name, p in phases.items() if p.oom}
+    if refused:
+        # The launch scripts stop on a failed dry run: a program the compiler refuses must not start training.
+        sys.exit(f'--dry_run: the compiler refused {sorted(refused)} for lack of device memory: '
+                 f'{next(iter(refused.values()))} (smaller --config.batch_size, --config.precision=bfloat16 or '
+                 f'--config.remat=True; python -m sg3jax.launch.plan --topology=local says which fits)')
 
 
 def make_data_fn(config):

@@ -57,3 +57,23 @@ def test_dataset_tool_then_train_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     names = {p.name for p in (tmp_path / 'run').iterdir()}
     assert {'fakes_init.png', 'fakes000000.png', 'stats.jsonl', 'checkpoints', 'network-snapshot-000000'} <= names
+
+
+def test_dry_run_fails_when_the_compiler_refuses_a_phase(monkeypatch, capsys):
+    """The launch scripts stop on a failed dry run: a phase refused for lack of device memory must fail it."""
+    import pytest
+    from sg3jax import train
+    from sg3jax.launch import plan
+    from sg3jax.training import config as C
+
+    def refuse(run, devices, phases=None):
+        nan = float('nan')
+        return {'Gmain': plan.PhaseCost('Gmain', 2 ** 20, 0, 0, 40 * 2 ** 30, 0, nan, nan, nan, 0.0,
+                                        oom='RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm')}
+    import jax
+    monkeypatch.setattr(plan, 'compile_phases', refuse)
+    config = C.apply_tiny(C.base_config('stylegan2'))
+    config.batch_size = 4 * jax.device_count()
+    with pytest.raises(SystemExit, match=r"refused \['Gmain'\].*RESOURCE_EXHAUSTED"):
+        train.dry_run(config)
+    assert '| Gmain | 1.0 MiB | - | 40.00 GiB (refused) |' in capsys.readouterr().out
