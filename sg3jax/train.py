@@ -70,7 +70,7 @@ def dry_run(config):
     # The trainer's device order (jax.make_mesh), so the compiled programs are the ones training will run.
     devices = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(AxisType.Auto,)).devices.flatten()
     fmt = plan_lib.fmt_bytes
-    phases = plan_lib.compile_phases(run, list(devices))
+    phases = plan_lib.compile_phases(run, list(devices), log=lambda line: print(f'# {line}', flush=True))
     for name, p in phases.items():
         if p.oom:
             print(f'| {name} | {fmt(p.argument_bytes)} | - | {fmt(p.temp_bytes)} (refused) | - | - |', flush=True)

@@ -66,7 +66,7 @@ def test_dry_run_fails_when_the_compiler_refuses_a_phase(monkeypatch, capsys):
     from sg3jax.launch import plan
     from sg3jax.training import config as C
 
-    def refuse(run, devices, phases=None):
+    def refuse(run, devices, phases=None, log=None):
         nan = float('nan')
         return {'Gmain': plan.PhaseCost('Gmain', 2 ** 20, 0, 0, 40 * 2 ** 30, 0, nan, nan, nan, 0.0,
                                         oom='RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm')}

@@ -1,7 +1,7 @@
 """Per-chip peak rates of Cloud TPU generations, for the plan's memory check and roofline estimate.
 
 Figures are Google's published per-chip specifications (the "key specifications" table of each generation's
-Cloud TPU page; fetched 2026-11):
+Cloud TPU page; every figure below checked against those pages on 2026-11-25):
   v4   https://cloud.google.com/tpu/docs/v4   275 TFLOP/s bf16, 32 GiB HBM2, 1200 GB/s
   v5e  https://cloud.google.com/tpu/docs/v5e  197 TFLOP/s bf16, 16 GB HBM2,  819 GB/s
   v5p  https://cloud.google.com/tpu/docs/v5p  459 TFLOP/s bf16, 95 GB HBM2e, 2765 GB/s

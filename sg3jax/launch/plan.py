@@ -22,8 +22,8 @@ printed too.
 When the run does not fit it says so with the numbers and what would fit: the largest per-chip batch, the top
 `num_fp16_res` resolutions in bfloat16 (`config.precision`), or rematerialisation (`config.remat`: each layer
 recomputed in the backward pass); `--fit=batch|bf16|remat` applies one and prints (and writes to
---overrides_out) the `--config.FIELD=VALUE` flags that make the run fit. The exit status is 0 when the (possibly fitted) run fits, 3 when it does not, so
-launch/ scripts refuse to start such a job.
+--overrides_out) the `--config.FIELD=VALUE` flags that make the run fit. The exit status is 0 when the (possibly
+fitted) run fits, 3 when it does not, so launch/ scripts refuse to start such a job.
 
 `--topology=local` plans on the devices JAX sees instead (a GPU node under SLURM, or a TPU VM), against each
 device's reported memory limit.
@@ -36,7 +36,7 @@ import os
 import re
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from sg3jax.launch import chips as chips_lib
 
@@ -215,9 +215,10 @@ def _cost_value(cost, name):
     return float(cost.get(name, float('nan'))) if cost else float('nan')
 
 
-def compile_phases(run, devices, phases: Optional[Sequence[str]] = None) -> Dict[str, PhaseCost]:
+def compile_phases(run, devices, phases: Optional[Sequence[str]] = None,
+                   log: Optional[Callable[[str], None]] = None) -> Dict[str, PhaseCost]:
     """Compile the trainer's phases (all, or `phases`) of resolved config `run` for `devices`, in the official
-    order; {name: PhaseCost}."""
+    order; {name: PhaseCost}. `log` gets a line per phase compiled (full-size TPU compiles take minutes)."""
     import jax
     import numpy as np
     from jax.sharding import AxisType, Mesh
@@ -241,8 +242,12 @@ def compile_phases(run, devices, phases: Optional[Sequence[str]] = None) -> Dict
             nan = float('nan')
             out[name] = PhaseCost(name, arg_bytes, 0, 0, temp, 0, nan, nan, nan, time.perf_counter() - t0,
                                   oom=str(e).strip())
+            if log:
+                log(f'{name}: refused by the compiler for lack of memory ({fmt_bytes(temp)} of temporaries)')
             continue
         seconds = time.perf_counter() - t0
+        if log:
+            log(f'compiled {name} for {len(devices)} x {devices[0].device_kind} in {seconds:.0f} s')
         mem, cost = compiled.memory_analysis(), compiled.cost_analysis()
         get = lambda f: int(getattr(mem, f, 0) or 0)
         xla_seconds = _cost_value(cost, 'optimal_seconds')
@@ -351,10 +356,14 @@ def resolve_for(config, target: Target):
 
 
 def make_plan(config, target: Target, hbm_fraction: float = DEFAULT_HBM_FRACTION,
-              phases: Optional[Sequence[str]] = None) -> Plan:
+              phases: Optional[Sequence[str]] = None, log: Optional[Callable[[str], None]] = None) -> Plan:
     """Compile every phase of `config` for `target` and return the Plan."""
     run = resolve_for(config, target)
-    return Plan(run, target, compile_phases(run, target.devices, phases), hbm_fraction)
+    return Plan(run, target, compile_phases(run, target.devices, phases, log), hbm_fraction)
+
+
+def log_to_stderr(line: str):
+    print(f'[plan {time.strftime("%H:%M:%S")}] {line}', file=sys.stderr, flush=True)
 
 #----------------------------------------------------------------------------
 # Remedies.
@@ -525,7 +534,7 @@ def main(argv):
         jax.distributed.initialize()
     target = make_target(FLAGS.topology)
     config = FLAGS.config
-    plan = make_plan(config, target, FLAGS.hbm_fraction, FLAGS.phases or None)
+    plan = make_plan(config, target, FLAGS.hbm_fraction, FLAGS.phases or None, log=log_to_stderr)
     print(format_plan(plan), flush=True)
     overrides = {}
     if not plan.fits and (FLAGS.suggest or FLAGS.fit != 'none'):

@@ -86,7 +86,7 @@ def main(argv):
     done = []
     for i, name in enumerate(names):
         try:
-            result = plan_lib.make_plan(row_config(name), target)
+            result = plan_lib.make_plan(row_config(name), target, log=plan_lib.log_to_stderr)
             print(plan_lib.format_plan(result), flush=True)
         except ValueError as e:     # the config does not suit the slice (batch divisibility)
             result = f'not planned: {e}'
