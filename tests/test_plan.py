@@ -231,6 +231,32 @@ def test_cli_refuses_with_exit_code():
 
 @pytest.mark.slow
 @needs_libtpu
+def test_cli_fit_batch_finds_a_batch_the_compiler_accepts(tmp_path):
+    """--fit=batch end to end with the real TPU compiler: a batch it refuses, then the largest per-chip batch
+    that fits, written as the --config overrides the launch script adds; exit status 0."""
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    env.pop('XLA_FLAGS', None)
+    overrides = tmp_path / 'overrides.txt'
+    proc = subprocess.run(
+        [sys.executable, '-m', 'sg3jax.launch.plan', '--config', 'configs/stylegan2.py:tiny,res=8',
+         f'--config.batch_size={4 * 2 ** 20}', '--config.batch_gpu=4', '--topology', 'v5e:2x2', '--phases=Dreg',
+         '--fit=batch', f'--overrides_out={overrides}'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    flags = overrides.read_text().split()
+    assert flags[1] == '--config.batch_gpu=0' and flags[0].startswith('--config.batch_size='), flags
+    batch = int(flags[0].split('=')[1])
+    assert batch % (4 * 4) == 0 and 4 * 4 <= batch < 4 * 2 ** 20
+    # The run with those overrides applied compiles and fits.
+    config = _sg2_tiny(batch // 4)
+    config.batch_gpu = 0
+    ok = plan.make_plan(config, plan.make_target('v5e:2x2'), phases=['Dreg'])
+    assert ok.fits, plan.format_plan(ok)
+    assert 'FIT: --config.batch_size=' in proc.stdout
+
+
+@pytest.mark.slow
+@needs_libtpu
 def test_tiny_sg3_all_phases_compile(v5e_2x2):
     """Every phase of the tiny StyleGAN3-T config (the trainer's smoke config) compiles for v5e:2x2 and fits."""
     from sg3jax.training import config as config_lib

@@ -2,7 +2,7 @@ r"""Plan a training run for a TPU slice from a CPU host: compile the real update
 they fit in HBM, and estimate the speed, before anyone pays for the pod.
 
     python -m sg3jax.launch.plan --config configs/stylegan3_t.py:preset=ffhq1024 --topology v5e:2x4 \
-        [--config.batch_size=64 ...] [--fit=batch|bf16] [--overrides_out FILE]
+        [--config.batch_size=64 ...] [--fit=batch|bf16|remat] [--overrides_out FILE]
 
 How (MaxText's train_compile.py idea, STYLE.md section 5.14): with Google's libtpu installed (`pip install
 'sg3jax[tpu]'`), `jax.experimental.topologies.get_topology_desc('v5e:2x4')` describes the slice's devices without
