@@ -403,16 +403,12 @@ def largest_fitting_batch(config, target: Target, plan: Plan) -> Optional[dict]:
 
 def bf16_plan(config, target: Target, plan: Plan) -> Optional[Plan]:
     """The binding phase with the top num_fp16_res resolutions in bfloat16 (config.precision); None when the run
-    is already in bfloat16 or the steps do not support it yet."""
+    is already in a low precision."""
     if plan.run.precision != 'float32':
         return None
     num_fp16_res = plan.run.num_fp16_res or 4
-    try:
-        return make_plan(_with(config, precision='bfloat16', fp32=False, num_fp16_res=num_fp16_res), target,
-                         plan.hbm_fraction, [plan.binding_phase])
-    except NotImplementedError as e:    # mixed precision not in the steps yet
-        print(f'  (bf16 top layers: not available yet: {e})')
-        return None
+    return make_plan(_with(config, precision='bfloat16', fp32=False, num_fp16_res=num_fp16_res), target,
+                     plan.hbm_fraction, [plan.binding_phase])
 
 
 def remat_plan(config, target: Target, plan: Plan) -> Optional[Plan]:
