@@ -68,6 +68,10 @@ def test_fit_and_peak():
     big = _fake_plan([_phase('Gmain', 1, 1, temp=usable - 99), _phase('ema', 0, 0)])
     assert not big.fits and big.binding_phase == 'Gmain'
     assert 'DOES NOT FIT' in plan.format_plan(big)
+    # The TPU cost model gives no optimal_seconds for some full-size programs: the report still prints.
+    nan_xla = _fake_plan([_phase('Gmain', 1e12, 1e9, xla=float('nan')), _phase('ema', 0, 0)])
+    assert nan_xla.xla_sec_per_kimg is None and nan_xla.sec_per_kimg > 0
+    assert 'XLA cost model gave no estimate' in plan.format_plan(nan_xla)
     # A phase the compiler refused never fits, whatever the numbers say.
     assert not _fake_plan([_phase('Gmain', 1, 1, temp=10, oom='RESOURCE_EXHAUSTED: ...')]).fits
 
@@ -143,6 +147,31 @@ def test_remedies_find_what_fits(monkeypatch):
     found = plan.remedies(config, p.target, p, which=('remat',))
     assert found == {'remat': {'remat': True}}
     assert plan.overrides_flags(found['remat']) == ['--config.remat=True']
+
+
+def test_plan_table_resumes_from_its_phase_cache(monkeypatch, tmp_path):
+    """plan_table saves every compiled phase and reads it back: an interrupted generation (full-size rows take
+    an hour on a small host) resumes without compiling again; a changed config compiles afresh."""
+    from sg3jax.launch import plan_table
+    compiled = []
+
+    def fake_compile(run, devices, phases=None, log=None):
+        compiled.extend(phases)
+        return {name: _phase(name, 1e12, 1e9) for name in phases}
+    monkeypatch.setattr(plan, 'compile_phases', fake_compile)
+    v6e = chips.CHIPS['v6e']
+    target = plan.Target('v6e:2x4', (types.SimpleNamespace(device_kind=v6e.device_kind[0]),) * 8, v6e, 1,
+                         v6e.hbm_bytes)
+    first = plan_table.plan_row('sg2-256', target, str(tmp_path))
+    assert compiled == ['Gmain', 'Greg', 'Dmain', 'Dreg', 'ema'] == list(first.phases)
+    again = plan_table.plan_row('sg2-256', target, str(tmp_path))
+    assert len(compiled) == 5 and again.phases == first.phases
+    assert again.sec_per_kimg == first.sec_per_kimg > 0
+    text = plan_table.render('v6e:2x4', [('sg2-256', again)], ['t256'])
+    assert '| stylegan2 | 256 | 64 (8) | float32 |' in text and 'Not generated yet: t256' in text
+    # Another row (another resolved config) is not read from this row's entries.
+    plan_table.plan_row('t256', target, str(tmp_path))
+    assert compiled[5:] == ['Gmain', 'Dmain', 'Dreg', 'ema']
 
 
 #----------------------------------------------------------------------------

@@ -262,6 +262,14 @@ def compile_phases(run, devices, phases: Optional[Sequence[str]] = None,
 #----------------------------------------------------------------------------
 # The plan.
 
+PHASE_ORDER = ('Gmain', 'Greg', 'Dmain', 'Dreg', 'ema')     # the official training_loop.py order
+
+
+def phase_names(run) -> List[str]:
+    """The phases `run` trains with, in the official order (Greg/Dreg only with their lazy intervals)."""
+    return [name for name in PHASE_ORDER if name in phase_calls_per_step(run)]
+
+
 def phase_calls_per_step(run) -> Dict[str, float]:
     """How often each phase runs per minibatch: main phases and the EMA every step, Greg every G_reg_interval,
     Dreg every D_reg_interval (official training_loop.py phases)."""
@@ -459,8 +467,10 @@ def format_plan(plan: Plan) -> str:
     lines.append(f'{verdict}: peak {fmt_bytes(plan.peak_bytes)} per device ({plan.binding_phase}) of '
                  f'{fmt_bytes(plan.usable_bytes)} usable ({plan.peak_bytes / t.memory_bytes:.0%} of HBM)')
     if plan.sec_per_kimg is not None:
-        s = (f'estimated {plan.sec_per_kimg:.2f} sec/kimg (roofline lower bound; '
-             f'XLA cost model {plan.xla_sec_per_kimg:.2f})')
+        # The TPU cost model gives no optimal_seconds for some programs (nan): then only the roofline.
+        xla = plan.xla_sec_per_kimg
+        s = (f'estimated {plan.sec_per_kimg:.2f} sec/kimg (roofline lower bound; XLA cost model '
+             + (f'{xla:.2f})' if xla is not None else 'gave no estimate)'))
         official = official_figures(run)
         if official:
             s += (f'; official {official[2]} x V100 {official[0]:.2f}, {official[2]} x A100 {official[1]:.2f} '

@@ -7,10 +7,18 @@ Rows are the configurations the official docs/configs.md times, so each sits bes
 StyleGAN3-T/R at batch 32 with the recommended gamma (its "Recommended configurations"), StyleGAN2 as paper256,
 paper512 and the 1024 px `stylegan2` repro row (without ADA, which does not change the step's cost much and is not
 implemented yet). The table is rewritten after every row, so a long generation leaves what it has done.
+
+Full-size TPU compiles are slow on a small host (StyleGAN3-T 256 px: about 25 min per phase on 2 CPU cores, with
+up to 11 GiB of host memory), so with `--cache_dir` every compiled phase is saved there as it finishes and reused
+by the next invocation: an interrupted generation resumes phase by phase. A cache entry is keyed by the resolved
+config, the slice and the jax/libtpu versions, so a changed config or library compiles afresh.
 """
 
+import dataclasses
 import datetime
+import hashlib
 import importlib.metadata
+import json
 import os
 import sys
 
@@ -45,6 +53,28 @@ def versions():
     return ', '.join(out)
 
 
+def plan_row(name, target, cache_dir='', log=None):
+    """The Plan of row `name` for `target`, compiling one phase at a time; with `cache_dir`, phases compiled by an
+    earlier invocation (same resolved config, slice and library versions) are read back instead."""
+    from sg3jax.launch import plan as plan_lib
+    run = plan_lib.resolve_for(row_config(name), target)
+    key = hashlib.sha256(json.dumps([run.to_dict(), target.topology, versions()], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:16]
+    phases = {}
+    for phase in plan_lib.phase_names(run):
+        path = os.path.join(cache_dir, f'{target.topology}-{name}-{phase}-{key}.json') if cache_dir else ''
+        if path and os.path.exists(path):
+            with open(path) as f:
+                phases[phase] = plan_lib.PhaseCost(**json.load(f))
+            if log:
+                log(f'{name} {phase}: from {path}')
+            continue
+        phases.update(plan_lib.compile_phases(run, target.devices, [phase], log))
+        if path:
+            plan_lib.write_atomic(path, json.dumps(dataclasses.asdict(phases[phase])))
+    return plan_lib.Plan(run, target, phases, plan_lib.DEFAULT_HBM_FRACTION)
+
+
 def render(topology, rows, pending):
     from sg3jax.launch import plan as plan_lib
     lines = [f'Generated {datetime.date.today().isoformat()} by `python -m sg3jax.launch.plan_table --topology '
@@ -53,11 +83,11 @@ def render(topology, rows, pending):
              '(fp32 at bf16 peak / 6, Precision.HIGHEST) and the TPU cost model\'s estimate; official figures are '
              'NVlabs/stylegan3 docs/configs.md, 8 GPUs.', '',
              '| config | res | batch (per chip) | precision | peak memory per chip | fits | est. sec/kimg '
-             '(roofline) | est. sec/kimg (XLA) | official 8xV100 | official 8xA100 |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+             '(roofline) | est. sec/kimg (XLA) | official 8xV100 | official 8xA100 | compile (min, all phases) |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
     for name, result in rows:
         if isinstance(result, str):
-            lines.append(f'| {name} | | | | {result} | | | | | |')
+            lines.append(f'| {name} | | | | {result} | | | | | | |')
             continue
         p = result
         off = plan_lib.official_figures(p.run)
@@ -67,7 +97,8 @@ def render(topology, rows, pending):
         lines.append(f'| {p.run.cfg} | {p.run.resolution} | {p.run.batch_size} ({p.run.batch_per_device}) | '
                      f'{p.run.precision} | {mem} of {plan_lib.fmt_bytes(p.target.memory_bytes)} | '
                      f'{"yes" if p.fits else "**no**"} | {f(p.sec_per_kimg)} | {f(p.xla_sec_per_kimg)} | '
-                     f'{f(off[0]) if off else "-"} | {f(off[1]) if off else "-"} |')
+                     f'{f(off[0]) if off else "-"} | {f(off[1]) if off else "-"} | '
+                     f'{sum(x.compile_seconds for x in p.phases.values()) / 60:.0f} |')
     if pending:
         lines.append(f'\nNot generated yet: {", ".join(pending)}.')
     return '\n'.join(lines) + '\n'
@@ -83,10 +114,12 @@ def main(argv):
     if unknown:
         raise ValueError(f'--rows: unknown {unknown}; known: {list(ROWS)}')
     target = plan_lib.make_target(FLAGS.topology)
+    if FLAGS.cache_dir:
+        os.makedirs(FLAGS.cache_dir, exist_ok=True)
     done = []
     for i, name in enumerate(names):
         try:
-            result = plan_lib.make_plan(row_config(name), target, log=plan_lib.log_to_stderr)
+            result = plan_row(name, target, FLAGS.cache_dir, log=plan_lib.log_to_stderr)
             print(plan_lib.format_plan(result), flush=True)
         except ValueError as e:     # the config does not suit the slice (batch divisibility)
             result = f'not planned: {e}'
@@ -101,5 +134,7 @@ if __name__ == '__main__':
     flags.DEFINE_string('topology', 'v6e:2x4', 'TPU slice to plan for.')
     flags.DEFINE_string('out', 'docs_plan_table.md', 'Markdown file to (re)write after every row.')
     flags.DEFINE_string('rows', '', f'Comma-separated rows (default all): {",".join(ROWS)}.')
+    flags.DEFINE_string('cache_dir', '', 'Save each compiled phase here and reuse it on the next invocation '
+                        '(resume an interrupted generation).')
     app.run(main)
     sys.exit(0)
