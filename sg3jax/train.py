@@ -65,12 +65,12 @@ def dry_run(config):
     n_params = sum(x.size for part in ('G', 'D') for x in jax.tree.leaves(state[part]))
     print(f'# {jax.device_count()} x {jax.devices()[0].device_kind}, global batch {run.batch_size} '
           f'({run.batch_per_device}/device), {n_params / 1e6:.2f} M parameters (G + D)')
-    print('| phase | arguments | outputs | temporaries | code | GFLOP/step |')
-    print('|---|---|---|---|---|---|')
     # The trainer's device order (jax.make_mesh), so the compiled programs are the ones training will run.
     devices = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(AxisType.Auto,)).devices.flatten()
     fmt = plan_lib.fmt_bytes
     phases = plan_lib.compile_phases(run, list(devices), log=lambda line: print(f'# {line}', flush=True))
+    print('| phase | arguments | outputs | temporaries | code | GFLOP/step |')
+    print('|---|---|---|---|---|---|')
     for name, p in phases.items():
         if p.oom:
             print(f'| {name} | {fmt(p.argument_bytes)} | - | {fmt(p.temp_bytes)} (refused) | - | - |', flush=True)
