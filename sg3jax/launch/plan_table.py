@@ -5,8 +5,9 @@ by `sg3jax.launch.plan`, as a Markdown table with the date and library versions.
 
 Rows are the configurations the official docs/configs.md times, so each sits beside its official 8-GPU figure:
 StyleGAN3-T/R at batch 32 with the recommended gamma (its "Recommended configurations"), StyleGAN2 as paper256,
-paper512 and the 1024 px `stylegan2` repro row (without ADA, which does not change the step's cost much and is not
-implemented yet). The table is rewritten after every row, so a long generation leaves what it has done.
+paper512 and the 1024 px `stylegan2` repro row (paper256/512 without their ADA, which changes the step's cost
+little: bgc augmentation is about 4 % of a D forward, benchmarks/bench_augment.py). The table is rewritten after
+every row, so a long generation leaves what it has done.
 
 Full-size TPU compiles are slow on a small host (StyleGAN3-T 256 px: about 25 min per phase on 2 CPU cores, with
 up to 11 GiB of host memory), so with `--cache_dir` every compiled phase is saved there as it finishes and reused
