@@ -25,6 +25,11 @@ OP_CASES = sorted(CASES.get('cases', {}))
 SETUP_CASES = sorted(CASES.get('setup_filter', {}))
 DESIGN_CASES = sorted(CASES.get('design_lowpass_filter', {}))
 IMPLS = ['ref', 'fast']
+# 'conv' is the program `fast` lowers to on a TPU (depthwise convolutions), run here on the CPU: it must meet the
+# same golden numbers. Only the resampling ops have it.
+FIR_OPS = ('upfirdn2d', 'filter2d', 'upsample2d', 'downsample2d', 'filtered_lrelu')
+PARITY = [(name, impl) for name in OP_CASES for impl in IMPLS + ['conv']
+          if impl != 'conv' or CASES['cases'][name]['op'] in FIR_OPS]
 
 
 def _inputs(name, spec):
@@ -71,8 +76,7 @@ def _run(name, spec, impl):
     raise AssertionError(f'ops.npz case {name} has an op this test does not know: {op!r}; add it here')
 
 
-@pytest.mark.parametrize('impl', IMPLS)
-@pytest.mark.parametrize('name', OP_CASES)
+@pytest.mark.parametrize('name,impl', PARITY)
 def test_op_parity(name, impl):
     golden.require_golden()
     spec = CASES['cases'][name]
@@ -116,16 +120,44 @@ def test_golden_has_op_cases():
 @pytest.mark.parametrize('up,down,pad,taps', [(2, 1, [5, 6, 5, 6], 12), (4, 2, [-2, -3, -2, -3], 24),
                                               (3, 2, [4, 3, 2, 5], 9), (1, 2, [3, 4, 2, 5], 12)])
 def test_upfirdn2d_fast_matches_ref_and_grads(up, down, pad, taps):
-    """The polyphase path equals the reference path in value and gradient for random asymmetric filters."""
+    """The polyphase path and the TPU convolution path equal the reference path in value and gradient for random
+    asymmetric filters (negative padding included)."""
     rng = np.random.RandomState(0)
     x = jnp.asarray(rng.randn(2, 11, 13, 3).astype(np.float32))
     f = rng.randn(taps).astype(np.float32)
     fns = {impl: (lambda x, impl=impl: ops.upfirdn2d(x, f, up=up, down=down, padding=pad, gain=up ** 2, impl=impl))
-           for impl in IMPLS}
-    assert_close(fns['fast'](x), fns['ref'](x), name='value')
+           for impl in IMPLS + ['conv']}
     ct = jnp.asarray(rng.randn(*fns['ref'](x).shape).astype(np.float32))
     grads = {impl: jax.grad(lambda x: jnp.sum(fn(x) * ct))(x) for impl, fn in fns.items()}
-    assert_close(grads['fast'], grads['ref'], name='grad')
+    for impl in ('fast', 'conv'):
+        assert_close(fns[impl](x), fns['ref'](x), name=f'{impl} value')
+        assert_close(grads[impl], grads['ref'], name=f'{impl} grad')
+
+
+@pytest.mark.parametrize('up,down,pad', [(1, 2, [2, -1, -3, 4]), (2, 1, [3, 4, 2, 5]), (1, 1, [-2, -1, 0, 3])])
+def test_upfirdn2d_conv_radial_and_bf16(up, down, pad):
+    """The TPU path with a non-separable (radial) filter, as StyleGAN3-R's downsampling, and in bfloat16 (summed in
+    float32 like the fast path, so the two agree to bf16 rounding of the output)."""
+    rng = np.random.RandomState(2)
+    x = jnp.asarray(rng.randn(2, 17, 19, 4).astype(np.float32))
+    f = ops.design_lowpass_filter(numtaps=12, cutoff=3, width=2, fs=12, radial=True)
+    run = lambda x, impl: ops.upfirdn2d(x, f, up=up, down=down, padding=pad, gain=up ** 2, impl=impl)
+    assert_close(run(x, 'conv'), run(x, 'ref'), name='radial')
+    xb = x.astype(jnp.bfloat16)
+    yc, yf = run(xb, 'conv'), run(xb, 'fast')
+    assert yc.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(yc, np.float32), np.asarray(yf, np.float32), rtol=1e-2, atol=1e-2)
+
+
+def test_upfirdn2d_fast_lowers_to_convolutions_for_tpu_only():
+    """impl='fast' is platform-dependent: the TPU program is the convolution form (the slice sums cost the TPU
+    compiler many times the memory), every other platform keeps the polyphase slices. Exported for both
+    platforms without a TPU; only the named platform's branch is emitted."""
+    f = ops.design_lowpass_filter(numtaps=12, cutoff=3, width=2, fs=12, radial=True)
+    fn = jax.jit(lambda x: ops.upfirdn2d(x, f, down=2))
+    x = jax.ShapeDtypeStruct((1, 16, 16, 2), jnp.float32)
+    text = {p: jax.export.export(fn, platforms=[p])(x).mlir_module() for p in ('cpu', 'tpu')}
+    assert 'stablehlo.convolution' in text['tpu'] and 'stablehlo.convolution' not in text['cpu']
 
 
 def test_bias_act_rejects_bad_input():
@@ -146,4 +178,6 @@ def test_filtered_lrelu_double_backward_fast_matches_ref():
                                                             impl=impl)))
         penalty = lambda x: jnp.sum(jnp.square(jax.grad(f)(x)))
         return jax.grad(penalty)(x)
-    assert_close(r1_like('fast'), r1_like('ref'), name='grad of grad')
+    ref = r1_like('ref')
+    assert_close(r1_like('fast'), ref, name='grad of grad')
+    assert_close(r1_like('conv'), ref, name='grad of grad (TPU convolution path)')

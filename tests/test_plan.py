@@ -169,9 +169,21 @@ def test_plan_table_resumes_from_its_phase_cache(monkeypatch, tmp_path):
     assert again.sec_per_kimg == first.sec_per_kimg > 0
     text = plan_table.render('v6e:2x4', [('sg2-256', again)], ['t256'])
     assert '| stylegan2 | 256 | 64 (8) | float32 |' in text and 'Not generated yet: t256' in text
-    # Another row (another resolved config) is not read from this row's entries.
+    # Another row (another resolved config) is not read from this row's entries,
     plan_table.plan_row('t256', target, str(tmp_path))
     assert compiled[5:] == ['Gmain', 'Dmain', 'Dreg', 'ema']
+    # nor is this row after a change to the code that makes the programs.
+    monkeypatch.setattr(plan_table, 'code_fingerprint', lambda: 'changed')
+    plan_table.plan_row('sg2-256', target, str(tmp_path))
+    assert len(compiled) == 14
+    # A row with a remedy suffix is planned with it; unknown rows or suffixes are one clear error.
+    assert plan_table.row_config('r512+remat+bf16').remat and plan_table.row_config('r512+bf16').precision == 'bfloat16'
+    with pytest.raises(ValueError, match="unknown suffix.*'t256\\+fast'"):
+        plan_table.parse_row('t256+fast')
+    with pytest.raises(ValueError, match="unknown row 't128'"):
+        plan_table.parse_row('t128')
+    text = plan_table.render('v6e:2x4', [('t256+bf16', plan_table.plan_row('t256+bf16', target))], [])
+    assert '| stylegan3-t | 256 | 32 (4) | bfloat16 (top 4 res) |' in text and '(Gmain; Dmain 0.' in text
 
 
 #----------------------------------------------------------------------------

@@ -12,7 +12,8 @@ every row, so a long generation leaves what it has done.
 Full-size TPU compiles are slow on a small host (StyleGAN3-T 256 px: about 25 min per phase on 2 CPU cores, with
 up to 11 GiB of host memory), so with `--cache_dir` every compiled phase is saved there as it finishes and reused
 by the next invocation: an interrupted generation resumes phase by phase. A cache entry is keyed by the resolved
-config, the slice and the jax/libtpu versions, so a changed config or library compiles afresh.
+config, the slice, the jax/libtpu versions and a hash of the sources that make the programs, so a changed
+config, library or network code compiles afresh.
 """
 
 import dataclasses
@@ -33,11 +34,30 @@ ROWS = {
 }
 
 
+# A row may carry the plan's remedies as suffixes (`t256+remat`, `r512+bf16+remat`): on 16 GiB chips the
+# StyleGAN3 rows fit only with them, and a rematerialised step also compiles in about half the time.
+VARIANTS = {'remat': {'remat': True}, 'bf16': {'precision': 'bfloat16', 'fp32': False}}
+
+
+def parse_row(name):
+    """('t256', ['remat']) for 't256+remat'; a clear error for an unknown row or suffix."""
+    base, *suffixes = name.split('+')
+    if base not in ROWS:
+        raise ValueError(f'--rows: unknown row {base!r} in {name!r}; known: {list(ROWS)}')
+    unknown = [s for s in suffixes if s not in VARIANTS]
+    if unknown:
+        raise ValueError(f'--rows: unknown suffix {unknown} in {name!r}; known: {list(VARIANTS)}')
+    return base, suffixes
+
+
 def row_config(name):
     from sg3jax.training import config as config_lib
-    cfg, arg, fields = ROWS[name]
+    base, suffixes = parse_row(name)
+    cfg, arg, fields = ROWS[base]
     config = config_lib.get_config(cfg, arg)
     config.update(fields)
+    for suffix in suffixes:
+        config.update(VARIANTS[suffix])
     if config.gamma is None:
         config.gamma = config_lib.recommended_gamma(cfg, config.resolution, config.batch_size)
     return config
@@ -54,13 +74,29 @@ def versions():
     return ', '.join(out)
 
 
+def code_fingerprint():
+    """A hash of the sources that decide the compiled programs (ops, networks, training, the plan's lowering): a
+    cache entry from before a change to how a step is computed (e.g. the TPU form of upfirdn2d) is not reused."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for sub in ('ops', 'networks', 'training'):
+        for dirpath, _, files in sorted(os.walk(os.path.join(root, sub))):
+            for f in sorted(files):
+                if f.endswith('.py'):
+                    with open(os.path.join(dirpath, f), 'rb') as fh:
+                        h.update(f.encode() + fh.read())
+    with open(os.path.join(root, 'launch', 'plan.py'), 'rb') as fh:
+        h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
 def plan_row(name, target, cache_dir='', log=None):
     """The Plan of row `name` for `target`, compiling one phase at a time; with `cache_dir`, phases compiled by an
     earlier invocation (same resolved config, slice and library versions) are read back instead."""
     from sg3jax.launch import plan as plan_lib
     run = plan_lib.resolve_for(row_config(name), target)
-    key = hashlib.sha256(json.dumps([run.to_dict(), target.topology, versions()], sort_keys=True,
-                                    default=str).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([run.to_dict(), target.topology, versions(), code_fingerprint()],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
     phases = {}
     for phase in plan_lib.phase_names(run):
         path = os.path.join(cache_dir, f'{target.topology}-{name}-{phase}-{key}.json') if cache_dir else ''
@@ -93,10 +129,15 @@ def render(topology, rows, pending):
         p = result
         off = plan_lib.official_figures(p.run)
         f = lambda v: '-' if v is None else f'{v:.2f}'
-        mem = plan_lib.fmt_bytes(p.peak_bytes) + (' (compiler: out of HBM)' if any(
-            x.oom for x in p.phases.values()) else '')
-        lines.append(f'| {p.run.cfg} | {p.run.resolution} | {p.run.batch_size} ({p.run.batch_per_device}) | '
-                     f'{p.run.precision} | {mem} of {plan_lib.fmt_bytes(p.target.memory_bytes)} | '
+        gib = lambda n: f'{n / 2 ** 30:.2f}'
+        others = ', '.join(f'{x.name} {gib(x.peak_bytes)}' for x in p.phases.values()
+                           if x.name not in (p.binding_phase, 'ema'))
+        mem = (f'{plan_lib.fmt_bytes(p.peak_bytes)} of {plan_lib.fmt_bytes(p.target.memory_bytes)} '
+               f'({p.binding_phase}' + (f'; {others} GiB' if others else '') + ')' +
+               (' (compiler: out of HBM)' if any(x.oom for x in p.phases.values()) else ''))
+        precision = p.run.precision + (f' (top {p.run.num_fp16_res} res)' if p.run.precision != 'float32' else '')
+        lines.append(f'| {p.run.cfg}{" + remat" if p.run.remat else ""} | {p.run.resolution} | '
+                     f'{p.run.batch_size} ({p.run.batch_per_device}) | {precision} | {mem} | '
                      f'{"yes" if p.fits else "**no**"} | {f(p.sec_per_kimg)} | {f(p.xla_sec_per_kimg)} | '
                      f'{f(off[0]) if off else "-"} | {f(off[1]) if off else "-"} | '
                      f'{sum(x.compile_seconds for x in p.phases.values()) / 60:.0f} |')
@@ -111,9 +152,8 @@ def main(argv):
     from sg3jax.launch import plan as plan_lib
     FLAGS = flags.FLAGS
     names = FLAGS.rows.split(',') if FLAGS.rows else list(ROWS)
-    unknown = [n for n in names if n not in ROWS]
-    if unknown:
-        raise ValueError(f'--rows: unknown {unknown}; known: {list(ROWS)}')
+    for name in names:
+        parse_row(name)
     target = plan_lib.make_target(FLAGS.topology)
     if FLAGS.cache_dir:
         os.makedirs(FLAGS.cache_dir, exist_ok=True)
@@ -134,7 +174,8 @@ if __name__ == '__main__':
     from absl import app, flags
     flags.DEFINE_string('topology', 'v6e:2x4', 'TPU slice to plan for.')
     flags.DEFINE_string('out', 'docs_plan_table.md', 'Markdown file to (re)write after every row.')
-    flags.DEFINE_string('rows', '', f'Comma-separated rows (default all): {",".join(ROWS)}.')
+    flags.DEFINE_string('rows', '', f'Comma-separated rows (default all): {",".join(ROWS)}; a suffix '
+                        f'{"/".join("+" + v for v in VARIANTS)} plans the row with that remedy.')
     flags.DEFINE_string('cache_dir', '', 'Save each compiled phase here and reuse it on the next invocation '
                         '(resume an interrupted generation).')
     app.run(main)
