@@ -149,15 +149,19 @@ def test_upfirdn2d_conv_radial_and_bf16(up, down, pad):
     np.testing.assert_allclose(np.asarray(yc, np.float32), np.asarray(yf, np.float32), rtol=1e-2, atol=1e-2)
 
 
-def test_upfirdn2d_fast_lowers_to_convolutions_for_tpu_only():
-    """impl='fast' is platform-dependent: the TPU program is the convolution form (the slice sums cost the TPU
-    compiler many times the memory), every other platform keeps the polyphase slices. Exported for both
-    platforms without a TPU; only the named platform's branch is emitted."""
-    f = ops.design_lowpass_filter(numtaps=12, cutoff=3, width=2, fs=12, radial=True)
-    fn = jax.jit(lambda x: ops.upfirdn2d(x, f, down=2))
+def test_upfirdn2d_fast_lowers_radial_filters_to_convolutions_for_tpu_only():
+    """impl='fast' is platform-dependent for a non-separable (radial) filter: the TPU program is one depthwise
+    convolution (its 144 slice sums cost the TPU compiler many times the memory), every other platform keeps the
+    slices; separable filters are slices everywhere. Exported for both platforms without a TPU; only the named
+    platform's branch is emitted."""
+    radial = ops.design_lowpass_filter(numtaps=12, cutoff=3, width=2, fs=12, radial=True)
+    separable = ops.design_lowpass_filter(numtaps=12, cutoff=3, width=2, fs=12)
     x = jax.ShapeDtypeStruct((1, 16, 16, 2), jnp.float32)
-    text = {p: jax.export.export(fn, platforms=[p])(x).mlir_module() for p in ('cpu', 'tpu')}
-    assert 'stablehlo.convolution' in text['tpu'] and 'stablehlo.convolution' not in text['cpu']
+    for f, on_tpu in ((radial, True), (separable, False), (ops.setup_filter([1, 3, 3, 1]), False)):
+        fn = jax.jit(lambda x: ops.upfirdn2d(x, f, down=2))
+        text = {p: jax.export.export(fn, platforms=[p])(x).mlir_module() for p in ('cpu', 'tpu')}
+        assert ('stablehlo.convolution' in text['tpu']) == on_tpu, f.shape
+        assert 'stablehlo.convolution' not in text['cpu']
 
 
 def test_bias_act_rejects_bad_input():

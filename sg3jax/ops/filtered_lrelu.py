@@ -20,7 +20,7 @@ def filtered_lrelu(
     slope: float = 0.2,         # Leaky ReLU slope.
     clamp: Optional[float] = None,  # Clamp after the gain to [-clamp, +clamp]; None = no clamping.
     flip_filter: bool = False,  # False = convolution, True = correlation.
-    impl: str = 'fast',         # 'fast' (polyphase FIRs; convolutions on TPU), 'conv' or 'ref' (upfirdn2d's).
+    impl: str = 'fast',         # 'fast', 'conv' or 'ref': upfirdn2d's implementations.
 ):
     """bias -> upsample -> FIR -> gain -> leaky ReLU -> clamp -> FIR -> downsample (official `filtered_lrelu`).
 

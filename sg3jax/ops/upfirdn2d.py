@@ -10,14 +10,16 @@ Implementations with identical semantics:
                    every `up`-th tap, so it is a short FIR on the input grid; downsampling only evaluates the kept
                    outputs (strided windows). Separable filters become sums of shifted slices that XLA fuses
                    into one loop. See `benchmarks/bench_ops.py` for the measured difference.
-                   That is the CPU and GPU program. Lowered for a TPU (`lax.platform_dependent`, so a CPU host
-                   planning a TPU job gets the TPU program) the same sums are depthwise convolutions with
-                   `lhs_dilation = up` and `window_strides = down` (`impl='conv'` anywhere): the TPU compiler
-                   keeps many of the shifted slices live at once (the 12x12 radial filter of StyleGAN3-R is 144
-                   of them), so the 256 px G forward at 4 per chip needed 49 GiB of temporaries for StyleGAN3-R
-                   and 8.6 GiB for StyleGAN3-T; as convolutions 9.9 and 5.0 GiB. On a GPU (H100) the slices
-                   stay faster: StyleGAN3-T 256 px G forward + backward at batch 4 takes 283 ms, against 717 ms
-                   as convolutions (`benchmarks/bench_networks.py --grad --impl conv`).
+                   For a non-separable (radial, StyleGAN3-R) filter that is a sum of 144 shifted slices (12x12
+                   taps), and lowered for a TPU (`lax.platform_dependent`, so a CPU host planning a TPU job gets
+                   the TPU program) it becomes one depthwise convolution with `lhs_dilation = up` and
+                   `window_strides = down` (`impl='conv'` runs that form anywhere): the TPU compiler keeps many
+                   of the slices live at once, and the StyleGAN3-R 256 px G step at 4 per chip asked for 62 GiB
+                   of temporaries (8.5 GiB as convolutions, forward only: 49 -> 8.5 GiB). Separable filters keep
+                   the slices on TPU too: as convolutions the StyleGAN3-T 256 px G step (remat) needed 13.4 GiB of
+                   temporaries against 12.0. On a GPU (H100) the slices are faster for both: G forward +
+                   backward at 256 px, batch 4, 283 vs 717 ms (T) and 2.09 vs 2.30 s (R) with everything as
+                   convolutions (`benchmarks/bench_networks.py --grad --impl conv`).
 """
 
 from typing import Optional, Sequence, Union
@@ -364,8 +366,8 @@ def upfirdn2d(
     padding: IntOrPair = 0, # Padding of the *upsampled* image: int, [x, y] or [x0, x1, y0, y1]; negative crops.
     flip_filter: bool = False,  # False = convolution (official default), True = correlation.
     gain: float = 1,        # Overall scaling; the filter is multiplied by gain ** (f.ndim / 2).
-    impl: str = 'fast',     # 'fast' (polyphase; convolutions on TPU), 'conv' (the TPU form anywhere) or 'ref'
-                            # (explicit zero-insertion); identical semantics.
+    impl: str = 'fast',     # 'fast' (polyphase; radial filters as convolutions on TPU), 'conv' (every filter
+                            # as convolutions) or 'ref' (explicit zero-insertion); identical semantics.
 ):
     """Pad, upsample, filter and downsample a batch of 2-D images (the official `upfirdn2d`).
 
@@ -385,10 +387,13 @@ def upfirdn2d(
     if impl == 'fast':
         if isinstance(f, jax.core.Tracer):
             return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)  # traced filter: no constant taps
+        fast = lambda x: _upfirdn2d_fast_with_vjp(x, f, up, down, padding, flip_filter, gain)
+        if f is None or f.ndim == 1 or _separable_factors(f) is not None:
+            return fast(x)
+        # A non-separable (radial) filter: convolutions on TPU, the slice sums elsewhere (module docstring).
         return lax.platform_dependent(
-            x, tpu=lambda x: _upfirdn2d_conv(x, f, up, down, padding, flip_filter, gain),
-            default=lambda x: _upfirdn2d_fast_with_vjp(x, f, up, down, padding, flip_filter, gain))
-    if impl == 'conv':      # the TPU program on any platform (tests, benchmarks)
+            x, tpu=lambda x: _upfirdn2d_conv(x, f, up, down, padding, flip_filter, gain), default=fast)
+    if impl == 'conv':      # every filter as depthwise convolutions, on any platform (tests, benchmarks)
         if isinstance(f, jax.core.Tracer):
             return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
         return _upfirdn2d_conv(x, f, up, down, padding, flip_filter, gain)
