@@ -172,7 +172,11 @@ def test_plan_table_resumes_from_its_phase_cache(monkeypatch, tmp_path):
     # Another row (another resolved config) is not read from this row's entries,
     plan_table.plan_row('t256', target, str(tmp_path))
     assert compiled[5:] == ['Gmain', 'Dmain', 'Dreg', 'ema']
-    # nor is this row after a change to the code that makes the programs.
+    # nor is this row after a change to the code that makes the programs (a docstring or comment is no change).
+    source = 'def f(x):\n    """Doc."""\n    return x + 1  # one\n'
+    code = lambda text: (tmp_path / 'm.py').write_text(text) and plan_table._code_of(str(tmp_path / 'm.py'))
+    assert code(source) == code(source.replace('Doc.', 'Reworded.').replace('# one', '# two'))
+    assert code(source) != code(source.replace('x + 1', 'x + 2'))
     monkeypatch.setattr(plan_table, 'code_fingerprint', lambda: 'changed')
     plan_table.plan_row('sg2-256', target, str(tmp_path))
     assert len(compiled) == 14

@@ -16,6 +16,7 @@ config, the slice, the jax/libtpu versions and a hash of the sources that make t
 config, library or network code compiles afresh.
 """
 
+import ast
 import dataclasses
 import datetime
 import hashlib
@@ -74,19 +75,28 @@ def versions():
     return ', '.join(out)
 
 
+def _code_of(path):
+    """The module's syntax tree without docstrings (comments are not in it, nor are line numbers): what runs."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        body = getattr(node, 'body', None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
 def code_fingerprint():
-    """A hash of the sources that decide the compiled programs (ops, networks, training, the plan's lowering): a
-    cache entry from before a change to how a step is computed (e.g. the TPU form of upfirdn2d) is not reused."""
+    """A hash of the code that decides the compiled programs (ops, networks, training, the plan's lowering), without
+    comments and docstrings: a cache entry from before a change to how a step is computed (e.g. the TPU form of
+    upfirdn2d) is not reused, one from before a reworded comment is."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [os.path.join(dirpath, f) for sub in ('ops', 'networks', 'training')
+             for dirpath, _, files in os.walk(os.path.join(root, sub)) for f in files if f.endswith('.py')]
     h = hashlib.sha256()
-    for sub in ('ops', 'networks', 'training'):
-        for dirpath, _, files in sorted(os.walk(os.path.join(root, sub))):
-            for f in sorted(files):
-                if f.endswith('.py'):
-                    with open(os.path.join(dirpath, f), 'rb') as fh:
-                        h.update(f.encode() + fh.read())
-    with open(os.path.join(root, 'launch', 'plan.py'), 'rb') as fh:
-        h.update(fh.read())
+    for path in sorted(paths) + [os.path.join(root, 'launch', 'plan.py')]:
+        h.update(os.path.relpath(path, root).encode() + _code_of(path).encode())
     return h.hexdigest()[:16]
 
 
@@ -99,7 +109,9 @@ def plan_row(name, target, cache_dir='', log=None):
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
     phases = {}
     for phase in plan_lib.phase_names(run):
-        path = os.path.join(cache_dir, f'{target.topology}-{name}-{phase}-{key}.json') if cache_dir else ''
+        # No ':' in the name (v5e_2x4-...): the cache is committed beside the table, and checked out everywhere.
+        path = (os.path.join(cache_dir, f"{target.topology.replace(':', '_')}-{name}-{phase}-{key}.json")
+                if cache_dir else '')
         if path and os.path.exists(path):
             with open(path) as f:
                 phases[phase] = plan_lib.PhaseCost(**json.load(f))
