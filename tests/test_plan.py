@@ -166,6 +166,8 @@ def test_plan_table_resumes_from_its_phase_cache(monkeypatch, tmp_path):
     assert compiled == ['Gmain', 'Greg', 'Dmain', 'Dreg', 'ema'] == list(first.phases)
     again = plan_table.plan_row('sg2-256', target, str(tmp_path))
     assert len(compiled) == 5 and again.phases == first.phases
+    assert plan_table.plan_row('sg2-256', target, str(tmp_path), compile=False).phases == first.phases
+    assert plan_table.plan_row('sg2-512', target, str(tmp_path), compile=False) is None and len(compiled) == 5
     assert again.sec_per_kimg == first.sec_per_kimg > 0
     text = plan_table.render('v6e:2x4', [('sg2-256', again)], ['t256'])
     assert '| stylegan2 | 256 | 64 (8) | float32 |' in text and 'Not generated yet: t256' in text
@@ -187,6 +189,11 @@ def test_plan_table_resumes_from_its_phase_cache(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="unknown row 't128'"):
         plan_table.parse_row('t128')
     text = plan_table.render('v6e:2x4', [('t256+bf16', plan_table.plan_row('t256+bf16', target))], [])
+    # Regenerating keeps the text around the markers.
+    doc = tmp_path / 'doc.md'
+    doc.write_text(f'intro\n{plan_table.BEGIN}\nold table\n{plan_table.END}\nfindings\n')
+    plan_table.write_table(str(doc), text)
+    assert doc.read_text() == f'intro\n{plan_table.BEGIN}\n{text}{plan_table.END}\nfindings\n'
     assert '| stylegan3-t | 256 | 32 (4) | bfloat16 (top 4 res) |' in text and '(Gmain; Dmain 0.' in text
 
 

@@ -1,13 +1,15 @@
 r"""The README's plan table: every preset (StyleGAN3-T/R, StyleGAN2 at 256/512/1024 px) planned for one TPU slice
 by `sg3jax.launch.plan`, as a Markdown table with the date and library versions.
 
-    python -m sg3jax.launch.plan_table --topology v6e:2x4 --out docs_plan_table.md [--rows t256,r256,...]
+    python -m sg3jax.launch.plan_table --topology v5e:2x4 --cache_dir benchmarks/plan_cache \
+        --out docs_plan_table.md [--rows t256+remat,r256+remat,sg2-256,...]
 
 Rows are the configurations the official docs/configs.md times, so each sits beside its official 8-GPU figure:
 StyleGAN3-T/R at batch 32 with the recommended gamma (its "Recommended configurations"), StyleGAN2 as paper256,
 paper512 and the 1024 px `stylegan2` repro row (paper256/512 without their ADA, which changes the step's cost
 little: bgc augmentation is about 4 % of a D forward, benchmarks/bench_augment.py). The table is rewritten after
-every row, so a long generation leaves what it has done.
+every row, so a long generation leaves what it has done; where the file has the markers `<!-- plan_table: begin -->`
+and `<!-- plan_table: end -->` only the text between them is replaced.
 
 Full-size TPU compiles are slow on a small host (StyleGAN3-T 256 px: about 25 min per phase on 2 CPU cores, with
 up to 11 GiB of host memory), so with `--cache_dir` every compiled phase is saved there as it finishes and reused
@@ -100,9 +102,10 @@ def code_fingerprint():
     return h.hexdigest()[:16]
 
 
-def plan_row(name, target, cache_dir='', log=None):
+def plan_row(name, target, cache_dir='', log=None, compile=True):
     """The Plan of row `name` for `target`, compiling one phase at a time; with `cache_dir`, phases compiled by an
-    earlier invocation (same resolved config, slice and library versions) are read back instead."""
+    earlier invocation (same resolved config, slice, library versions and code) are read back instead. With
+    `compile=False`, None when a phase is not in the cache."""
     from sg3jax.launch import plan as plan_lib
     run = plan_lib.resolve_for(row_config(name), target)
     key = hashlib.sha256(json.dumps([run.to_dict(), target.topology, versions(), code_fingerprint()],
@@ -118,6 +121,8 @@ def plan_row(name, target, cache_dir='', log=None):
             if log:
                 log(f'{name} {phase}: from {path}')
             continue
+        if not compile:
+            return None
         phases.update(plan_lib.compile_phases(run, target.devices, [phase], log))
         if path:
             plan_lib.write_atomic(path, json.dumps(dataclasses.asdict(phases[phase])))
@@ -158,6 +163,23 @@ def render(topology, rows, pending):
     return '\n'.join(lines) + '\n'
 
 
+BEGIN, END = '<!-- plan_table: begin -->', '<!-- plan_table: end -->'
+
+
+def write_table(path, table):
+    """Write `table` to `path` (atomically): between the BEGIN/END markers when the file has them, so the text
+    around a generated table (docs_plan_table.md's findings) survives regeneration; else as the whole file."""
+    text = f'{BEGIN}\n{table}{END}\n'
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        if BEGIN in old and END in old:
+            head, rest = old.split(BEGIN, 1)
+            text = head + text + rest.split(END, 1)[1].lstrip('\n')
+    from sg3jax.launch import plan as plan_lib
+    plan_lib.write_atomic(path, text)
+
+
 def main(argv):
     del argv
     from absl import flags
@@ -169,25 +191,33 @@ def main(argv):
     target = plan_lib.make_target(FLAGS.topology)
     if FLAGS.cache_dir:
         os.makedirs(FLAGS.cache_dir, exist_ok=True)
-    done = []
+    done, uncached = [], []
     for i, name in enumerate(names):
         try:
-            result = plan_row(name, target, FLAGS.cache_dir, log=plan_lib.log_to_stderr)
+            result = plan_row(name, target, FLAGS.cache_dir, log=plan_lib.log_to_stderr,
+                              compile=not FLAGS.cached_only)
+            if result is None:
+                uncached.append(name)
+                continue
             print(plan_lib.format_plan(result), flush=True)
         except ValueError as e:     # the config does not suit the slice (batch divisibility)
             result = f'not planned: {e}'
             print(f'{name}: {result}', flush=True)
         done.append((name, result))
-        plan_lib.write_atomic(FLAGS.out, render(FLAGS.topology, done, names[i + 1:]))
+        write_table(FLAGS.out, render(FLAGS.topology, done, uncached + names[i + 1:]))
+    if uncached:
+        write_table(FLAGS.out, render(FLAGS.topology, done, uncached))
 
 
 if __name__ == '__main__':
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
     from absl import app, flags
-    flags.DEFINE_string('topology', 'v6e:2x4', 'TPU slice to plan for.')
+    flags.DEFINE_string('topology', 'v5e:2x4', 'TPU slice to plan for.')
     flags.DEFINE_string('out', 'docs_plan_table.md', 'Markdown file to (re)write after every row.')
     flags.DEFINE_string('rows', '', f'Comma-separated rows (default all): {",".join(ROWS)}; a suffix '
                         f'{"/".join("+" + v for v in VARIANTS)} plans the row with that remedy.')
+    flags.DEFINE_bool('cached_only', False, 'Compile nothing: render the rows whose phases are all in --cache_dir '
+                      'and list the others as not generated.')
     flags.DEFINE_string('cache_dir', '', 'Save each compiled phase here and reuse it on the next invocation '
                         '(resume an interrupted generation).')
     app.run(main)
