@@ -6,6 +6,7 @@ one phase (Dreg) of the smallest model there is, StyleGAN2 at 8x8; the whole tin
 phase, is the `slow` test.
 """
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -189,6 +190,15 @@ def test_plan_table_resumes_from_its_phase_cache(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="unknown row 't128'"):
         plan_table.parse_row('t128')
     text = plan_table.render('v6e:2x4', [('t256+bf16', plan_table.plan_row('t256+bf16', target))], [])
+    # A phase the compiler refuses ends the row: it does not fit, and the other phases are not compiled.
+    refused = lambda run, devices, phases=None, log=None: {
+        n: dataclasses.replace(_phase(n, math.nan, math.nan), oom='RESOURCE_EXHAUSTED') if n == 'Dmain'
+        else _phase(n, 1e12, 1e9) for n in phases}
+    monkeypatch.setattr(plan, 'compile_phases', refused)
+    for _ in range(2):      # compiled, then from the cache
+        row = plan_table.plan_row('t512', target, str(tmp_path))
+        assert list(row.phases) == ['Gmain', 'Dmain'] and not row.fits and row.sec_per_kimg is None
+    assert 'Dreg not compiled' in plan_table.render('v6e:2x4', [('t512', row)], [])
     # Regenerating keeps the text around the markers.
     doc = tmp_path / 'doc.md'
     doc.write_text(f'intro\n{plan_table.BEGIN}\nold table\n{plan_table.END}\nfindings\n')

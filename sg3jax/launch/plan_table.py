@@ -105,7 +105,9 @@ def code_fingerprint():
 def plan_row(name, target, cache_dir='', log=None, compile=True):
     """The Plan of row `name` for `target`, compiling one phase at a time; with `cache_dir`, phases compiled by an
     earlier invocation (same resolved config, slice, library versions and code) are read back instead. With
-    `compile=False`, None when a phase is not in the cache."""
+    `compile=False`, None when a phase is not in the cache. After a phase the compiler refuses for memory the row
+    does not fit whatever the others need, so they are not compiled (minutes each at full size); the Plan then
+    has fewer phases than `phase_names(run)`."""
     from sg3jax.launch import plan as plan_lib
     run = plan_lib.resolve_for(row_config(name), target)
     key = hashlib.sha256(json.dumps([run.to_dict(), target.topology, versions(), code_fingerprint()],
@@ -120,12 +122,14 @@ def plan_row(name, target, cache_dir='', log=None, compile=True):
                 phases[phase] = plan_lib.PhaseCost(**json.load(f))
             if log:
                 log(f'{name} {phase}: from {path}')
-            continue
-        if not compile:
+        elif not compile:
             return None
-        phases.update(plan_lib.compile_phases(run, target.devices, [phase], log))
-        if path:
-            plan_lib.write_atomic(path, json.dumps(dataclasses.asdict(phases[phase])))
+        else:
+            phases.update(plan_lib.compile_phases(run, target.devices, [phase], log))
+            if path:
+                plan_lib.write_atomic(path, json.dumps(dataclasses.asdict(phases[phase])))
+        if phases[phase].oom:
+            break
     return plan_lib.Plan(run, target, phases, plan_lib.DEFAULT_HBM_FRACTION)
 
 
@@ -152,6 +156,9 @@ def render(topology, rows, pending):
         mem = (f'{plan_lib.fmt_bytes(p.peak_bytes)} of {plan_lib.fmt_bytes(p.target.memory_bytes)} '
                f'({p.binding_phase}' + (f'; {others} GiB' if others else '') + ')' +
                (' (compiler: out of HBM)' if any(x.oom for x in p.phases.values()) else ''))
+        skipped = [n for n in plan_lib.phase_names(p.run) if n not in p.phases and n != 'ema']
+        if skipped:
+            mem += f'; {", ".join(skipped)} not compiled'
         precision = p.run.precision + (f' (top {p.run.num_fp16_res} res)' if p.run.precision != 'float32' else '')
         lines.append(f'| {p.run.cfg}{" + remat" if p.run.remat else ""} | {p.run.resolution} | '
                      f'{p.run.batch_size} ({p.run.batch_per_device}) | {precision} | {mem} | '
