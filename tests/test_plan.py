@@ -204,6 +204,14 @@ def test_plan_table_resumes_from_its_phase_cache(monkeypatch, tmp_path):
     doc.write_text(f'intro\n{plan_table.BEGIN}\nold table\n{plan_table.END}\nfindings\n')
     plan_table.write_table(str(doc), text)
     assert doc.read_text() == f'intro\n{plan_table.BEGIN}\n{text}{plan_table.END}\nfindings\n'
+    # A file without the markers (a README) is refused, not overwritten; a new file gets just the table.
+    readme = tmp_path / 'README.md'
+    readme.write_text('# project\n')
+    with pytest.raises(ValueError, match='README.md exists without the lines'):
+        plan_table.write_table(str(readme), text)
+    assert readme.read_text() == '# project\n'
+    plan_table.write_table(str(tmp_path / 'new.md'), text)
+    assert (tmp_path / 'new.md').read_text() == f'{plan_table.BEGIN}\n{text}{plan_table.END}\n'
     assert '| stylegan3-t | 256 | 32 (4) | bfloat16 (top 4 res) |' in text and '(Gmain; Dmain 0.' in text
 
 

@@ -2,7 +2,7 @@ r"""The README's plan table: every preset (StyleGAN3-T/R, StyleGAN2 at 256/512/1
 by `sg3jax.launch.plan`, as a Markdown table with the date and library versions.
 
     python -m sg3jax.launch.plan_table --topology v5e:2x4 --cache_dir benchmarks/plan_cache \
-        --out docs_plan_table.md [--rows t256+remat,r256+remat,sg2-256,...]
+        --out README.md [--rows t256+remat,r256+remat,sg2-256,...]
 
 Rows are the configurations the official docs/configs.md times, so each sits beside its official 8-GPU figure:
 StyleGAN3-T/R at batch 32 with the recommended gamma (its "Recommended configurations"), StyleGAN2 as paper256,
@@ -175,14 +175,16 @@ BEGIN, END = '<!-- plan_table: begin -->', '<!-- plan_table: end -->'
 
 def write_table(path, table):
     """Write `table` to `path` (atomically): between the BEGIN/END markers when the file has them, so the text
-    around a generated table (docs_plan_table.md's findings) survives regeneration; else as the whole file."""
+    around a generated table (the rest of the README) survives regeneration; a new file holds just the table."""
     text = f'{BEGIN}\n{table}{END}\n'
     if os.path.exists(path):
         with open(path) as f:
             old = f.read()
-        if BEGIN in old and END in old:
-            head, rest = old.split(BEGIN, 1)
-            text = head + text + rest.split(END, 1)[1].lstrip('\n')
+        if BEGIN not in old or END not in old:   # never overwrite a README that has no place for the table
+            raise ValueError(f'{path} exists without the lines {BEGIN} and {END}: add them where the table '
+                             'goes, or give --out a new file')
+        head, rest = old.split(BEGIN, 1)
+        text = head + text + rest.split(END, 1)[1].lstrip('\n')
     from sg3jax.launch import plan as plan_lib
     plan_lib.write_atomic(path, text)
 
@@ -220,7 +222,8 @@ if __name__ == '__main__':
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
     from absl import app, flags
     flags.DEFINE_string('topology', 'v5e:2x4', 'TPU slice to plan for.')
-    flags.DEFINE_string('out', 'docs_plan_table.md', 'Markdown file to (re)write after every row.')
+    flags.DEFINE_string('out', 'README.md', 'Markdown file to (re)write after every row (between the markers '
+                        'where it has them).')
     flags.DEFINE_string('rows', '', f'Comma-separated rows (default all): {",".join(ROWS)}; a suffix '
                         f'{"/".join("+" + v for v in VARIANTS)} plans the row with that remedy.')
     flags.DEFINE_bool('cached_only', False, 'Compile nothing: render the rows whose phases are all in --cache_dir '
