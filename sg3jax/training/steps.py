@@ -231,10 +231,16 @@ def make_steps(spec: TrainSpec, mesh=None) -> Dict[str, Callable]:
 
     def G_reg(state, batch, key):
         k = jax.random.split(phase_key(key, state, 'Greg'), 3)
-        z = jax.random.normal(k[0], (batch['img'].shape[0], z_dim))
-        c = _gen_c(k[1], batch['c'])
+        # The pl batch (batch / pl_batch_shrink, official) is drawn here, and placed on the `data` axis: nothing
+        # else in this phase reads the sharded batch, so without the constraint XLA ran the whole pl batch on
+        # every device (8x the work on 8 chips). Its labels are a random draw from the real batch's, as _gen_c.
+        n = batch['img'].shape[0] // spec.pl_batch_shrink
+        z = jax.random.normal(k[0], (n, z_dim))
+        c = batch['c'][jax.random.permutation(k[1], batch['c'].shape[0])[:n]]
+        if mesh is not None and n % mesh.size == 0:     # else (a pl batch smaller than the mesh) replicated
+            z, c = (jax.lax.with_sharding_constraint(a, NamedSharding(mesh, P('data'))) for a in (z, c))
         f = lambda G: L.loss_Gpl(G, state['buffers']['G'], state['buffers']['pl_mean'], z, c, G_cfg, key=k[2],
-                                 pl_batch_shrink=spec.pl_batch_shrink, pl_decay=spec.pl_decay,
+                                 pl_batch_shrink=1, pl_decay=spec.pl_decay,
                                  pl_weight=spec.pl_weight, style_mixing_prob=spec.style_mixing_prob,
                                  fused_modconv=fused, mixed_dtype=mixed, remat=spec.remat)
         (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(state['G'])
