@@ -201,9 +201,9 @@ def test_plan_table_resumes_from_its_phase_cache(monkeypatch, tmp_path):
     assert 'Dreg not compiled' in plan_table.render('v6e:2x4', [('t512', row)], [])
     # Regenerating keeps the text around the markers.
     doc = tmp_path / 'doc.md'
-    doc.write_text(f'intro\n{plan_table.BEGIN}\nold table\n{plan_table.END}\nfindings\n')
+    doc.write_text(f'intro\n{plan_table.BEGIN}\nold table\n{plan_table.END}\n\nfindings\n')
     plan_table.write_table(str(doc), text)
-    assert doc.read_text() == f'intro\n{plan_table.BEGIN}\n{text}{plan_table.END}\nfindings\n'
+    assert doc.read_text() == f'intro\n{plan_table.BEGIN}\n{text}{plan_table.END}\n\nfindings\n'
     # A file without the markers (a README) is refused, not overwritten; a new file gets just the table.
     readme = tmp_path / 'README.md'
     readme.write_text('# project\n')

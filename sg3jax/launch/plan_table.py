@@ -184,7 +184,8 @@ def write_table(path, table):
             raise ValueError(f'{path} exists without the lines {BEGIN} and {END}: add them where the table '
                              'goes, or give --out a new file')
         head, rest = old.split(BEGIN, 1)
-        text = head + text + rest.split(END, 1)[1].lstrip('\n')
+        tail = rest.split(END, 1)[1]
+        text = head + text + tail[tail.startswith('\n'):]    # the lines after the table as they were
     from sg3jax.launch import plan as plan_lib
     plan_lib.write_atomic(path, text)
 
