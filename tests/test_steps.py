@@ -183,11 +183,11 @@ def _flops_per_device(fn, spec, n_dev):
 
 @pytest.mark.parametrize('phase', ['Greg', 'Gmain'])
 def test_phases_are_split_across_devices(phase):
-    """Every phase's work is divided between the devices, not repeated on each. The path-length phase has no
-    input on the `data` axis (its latents are drawn inside the step), and used to run the whole pl batch on every
+    """A phase's work is divided between the devices, not repeated on each. The path-length phase has no input
+    on the `data` axis (its latents are drawn inside the step) and used to run the whole pl batch on every
     device: 8x the work of the StyleGAN2 G regulariser on 8 chips (the TPU compiler counted 12.2 TFLOP per chip
-    for paper256 at 8 per chip, 1.5 when split). The compiled program's FLOPs per device must fall with the
-    device count."""
+    for paper256 at 8 per chip, against 1.8 for the G step at twice its batch). The compiled program's FLOPs per
+    device must fall with the device count."""
     spec = tiny_spec(cfg='stylegan2')
     one, eight = _flops_per_device(phase, spec, 1), _flops_per_device(phase, spec, 8)
     assert eight < one / 4, (phase, one, eight)
