@@ -48,7 +48,9 @@ def _run(spec, n_dev, n_steps=3, c_dim=0):
     return jax.device_get(state), history
 
 
-@pytest.mark.parametrize('cfg,c_dim', [('stylegan3-t', 0), ('stylegan2', 3)])
+# StyleGAN2 (conditional, path length, style mixing) in the default run; StyleGAN3-T adds no cross-device
+# operation of its own (its D, the only part that mixes samples, is shared) and compiles for 3 min on 2 cores.
+@pytest.mark.parametrize('cfg,c_dim', [pytest.param('stylegan3-t', 0, marks=pytest.mark.slow), ('stylegan2', 3)])
 def test_one_and_eight_devices_agree(cfg, c_dim):
     spec = tiny_spec(cfg=cfg, c_dim=c_dim)
     s1, h1 = _run(spec, 1, c_dim=c_dim)
@@ -181,13 +183,13 @@ def _flops_per_device(fn, spec, n_dev):
     return (cost[0] if isinstance(cost, list) else cost)['flops']
 
 
-@pytest.mark.parametrize('phase', ['Greg', 'Gmain'])
-def test_phases_are_split_across_devices(phase):
+def test_path_length_phase_is_split_across_devices():
     """A phase's work is divided between the devices, not repeated on each. The path-length phase has no input
     on the `data` axis (its latents are drawn inside the step) and used to run the whole pl batch on every
     device: 8x the work of the StyleGAN2 G regulariser on 8 chips (the TPU compiler counted 12.2 TFLOP per chip
     for paper256 at 8 per chip, against 1.8 for the G step at twice its batch). The compiled program's FLOPs per
-    device must fall with the device count."""
+    device must fall with the device count (1.15 GFLOP on 1 device and on 8 before the fix, 0.15 on 8 after; the
+    G step, whose input is the sharded batch, measured the same way: 1.67 and 0.21)."""
     spec = tiny_spec(cfg='stylegan2')
-    one, eight = _flops_per_device(phase, spec, 1), _flops_per_device(phase, spec, 8)
-    assert eight < one / 4, (phase, one, eight)
+    one, eight = _flops_per_device('Greg', spec, 1), _flops_per_device('Greg', spec, 8)
+    assert eight < one / 4, (one, eight)
