@@ -111,6 +111,7 @@ def test_metrics_at_snapshots(tmp_path, monkeypatch):
     from sg3jax.training import loop
     monkeypatch.setattr(metrics_lib, 'calc_metric',
                         functools.partial(metrics_lib.calc_metric, num_gen=8, batch_size=8))
+    monkeypatch.setattr(loop, 'grid_shape', lambda resolution, c_dim: (4, 2))     # as train_worker.py
     config = load_config('stylegan3_t', 'tiny')
     config.update(dict(kimg=0.064, batch_size=32, batch_gpu=4, metrics='eqt50k_int'))   # 2 steps on 8 devices
     lines = []

@@ -49,8 +49,9 @@ def _run(spec, n_dev, n_steps=3, c_dim=0):
 
 
 # StyleGAN2 (conditional, path length, style mixing) in the default run; StyleGAN3-T adds no cross-device
-# operation of its own (its D, the only part that mixes samples, is shared) and compiles for 3 min on 2 cores.
-@pytest.mark.parametrize('cfg,c_dim', [pytest.param('stylegan3-t', 0, marks=pytest.mark.slow), ('stylegan2', 3)])
+# operation of its own (its D, the only part that mixes samples, is shared) and compiles for over 3 min on 2
+# cores, so it is a `long` test.
+@pytest.mark.parametrize('cfg,c_dim', [pytest.param('stylegan3-t', 0, marks=pytest.mark.long), ('stylegan2', 3)])
 def test_one_and_eight_devices_agree(cfg, c_dim):
     spec = tiny_spec(cfg=cfg, c_dim=c_dim)
     s1, h1 = _run(spec, 1, c_dim=c_dim)
