@@ -107,11 +107,11 @@ def test_metrics_at_snapshots(tmp_path, monkeypatch):
     (eqt50k_int needs no dataset or feature network; its sample count is cut down for the test)."""
     import functools
     import sg3jax.metrics as metrics_lib
-    from train_worker import load_config, make_data
+    from train_worker import load_config, make_data, small_grid
     from sg3jax.training import loop
     monkeypatch.setattr(metrics_lib, 'calc_metric',
                         functools.partial(metrics_lib.calc_metric, num_gen=8, batch_size=8))
-    monkeypatch.setattr(loop, 'grid_shape', lambda resolution, c_dim: (4, 2))     # as train_worker.py
+    monkeypatch.setattr(loop, 'grid_shape', small_grid)
     config = load_config('stylegan3_t', 'tiny')
     config.update(dict(kimg=0.064, batch_size=32, batch_gpu=4, metrics='eqt50k_int'))   # 2 steps on 8 devices
     lines = []
