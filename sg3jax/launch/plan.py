@@ -163,7 +163,7 @@ class PhaseCost:
     flops: float            # per device per call
     bytes_accessed: float   # HBM bytes per device per call
     xla_seconds: float      # the TPU cost model's estimate (optimal_seconds), nan if absent
-    compile_seconds: float
+    compile_seconds: float  # the TPU compiler's time, after lowering
     oom: str = ''           # the compiler's out-of-memory message, '' when it compiled
 
     @property
@@ -215,49 +215,60 @@ def _cost_value(cost, name):
     return float(cost.get(name, float('nan'))) if cost else float('nan')
 
 
-def compile_phases(run, devices, phases: Optional[Sequence[str]] = None,
-                   log: Optional[Callable[[str], None]] = None) -> Dict[str, PhaseCost]:
-    """Compile the trainer's phases (all, or `phases`) of resolved config `run` for `devices`, in the official
-    order; {name: PhaseCost}. `log` gets a line per phase compiled (full-size TPU compiles take minutes)."""
-    import jax
-    import numpy as np
-    from jax.sharding import AxisType, Mesh
-    from sg3jax.training import steps as steps_lib
-    spec = steps_lib.TrainSpec.from_config(run)
-    mesh = Mesh(np.asarray(devices), ('data',), axis_types=(AxisType.Auto,))
-    steps = steps_lib.make_steps(spec, mesh)
-    args = abstract_inputs(run, spec, mesh)
-    out = {}
-    for name, fn in steps.items():
-        if phases is not None and name not in phases:
-            continue
+class PhasePrograms:
+    """The trainer's phases of resolved config `run` on `devices`, against abstract inputs (nothing allocated):
+    `lower(name)` traces one phase to its program (seconds), `compile(name, lowered)` runs the TPU compiler on it
+    (minutes at full size) and reads its figures. Split so that plan_table can key its cache on the lowered
+    program before deciding to compile."""
+
+    def __init__(self, run, devices):
+        import numpy as np
+        from jax.sharding import AxisType, Mesh
+        from sg3jax.training import steps as steps_lib
+        spec = steps_lib.TrainSpec.from_config(run)
+        mesh = Mesh(np.asarray(devices), ('data',), axis_types=(AxisType.Auto,))
+        self.num_devices, self.device_kind = len(devices), devices[0].device_kind
+        self.steps = steps_lib.make_steps(spec, mesh)       # in the official order
+        self.args = abstract_inputs(run, spec, mesh)
+
+    def lower(self, name):
+        return self.steps[name].lower(*self.args)
+
+    def compile(self, name, lowered, log: Optional[Callable[[str], None]] = None) -> PhaseCost:
+        import jax
         t0 = time.perf_counter()
         try:
-            compiled = fn.lower(*args).compile()
+            compiled = lowered.compile()
         except jax.errors.JaxRuntimeError as e:
             if 'RESOURCE_EXHAUSTED' not in str(e):
                 raise
             temp = parse_oom(str(e)) or 0
-            arg_bytes = _nbytes_per_device(args[:2], len(devices))
             nan = float('nan')
-            out[name] = PhaseCost(name, arg_bytes, 0, 0, temp, 0, nan, nan, nan, time.perf_counter() - t0,
-                                  oom=str(e).strip())
             if log:
                 log(f'{name}: refused by the compiler for lack of memory ({fmt_bytes(temp)} of temporaries)')
-            continue
+            return PhaseCost(name, _nbytes_per_device(self.args[:2], self.num_devices), 0, 0, temp, 0, nan, nan,
+                             nan, time.perf_counter() - t0, oom=str(e).strip())
         seconds = time.perf_counter() - t0
         if log:
-            log(f'compiled {name} for {len(devices)} x {devices[0].device_kind} in {seconds:.0f} s')
+            log(f'compiled {name} for {self.num_devices} x {self.device_kind} in {seconds:.0f} s')
         mem, cost = compiled.memory_analysis(), compiled.cost_analysis()
         get = lambda f: int(getattr(mem, f, 0) or 0)
         xla_seconds = _cost_value(cost, 'optimal_seconds')
-        out[name] = PhaseCost(
+        return PhaseCost(
             name, get('argument_size_in_bytes'), get('output_size_in_bytes'), get('alias_size_in_bytes'),
             get('temp_size_in_bytes'), get('generated_code_size_in_bytes'), _cost_value(cost, 'flops'),
             _cost_value(cost, 'bytes accessed'),
             # The cost model sometimes returns a negative (overflowed) figure for large programs: unknown.
             xla_seconds if xla_seconds >= 0 else float('nan'), seconds)
-    return out
+
+
+def compile_phases(run, devices, phases: Optional[Sequence[str]] = None,
+                   log: Optional[Callable[[str], None]] = None) -> Dict[str, PhaseCost]:
+    """Compile the trainer's phases (all, or `phases`) of resolved config `run` for `devices`, in the official
+    order; {name: PhaseCost}. `log` gets a line per phase compiled (full-size TPU compiles take minutes)."""
+    programs = PhasePrograms(run, devices)
+    return {name: programs.compile(name, programs.lower(name), log) for name in programs.steps
+            if phases is None or name in phases}
 
 #----------------------------------------------------------------------------
 # The plan.

@@ -13,12 +13,12 @@ and `<!-- plan_table: end -->` only the text between them is replaced.
 
 Full-size TPU compiles are slow on a small host (StyleGAN3-T 256 px: about 25 min per phase on 2 CPU cores, with
 up to 11 GiB of host memory), so with `--cache_dir` every compiled phase is saved there as it finishes and reused
-by the next invocation: an interrupted generation resumes phase by phase. A cache entry is keyed by the resolved
-config, the slice, the jax/libtpu versions and a hash of the sources that make the programs, so a changed
-config, library or network code compiles afresh.
+by the next invocation: an interrupted generation resumes phase by phase. A cache entry is keyed by the phase's
+program as lowered (its StableHLO: a few seconds to trace, against minutes to compile), the slice and the
+jax/libtpu versions: a change to the config or to the code that makes a step compiles afresh, and a change that
+leaves every program as it was (a refactor, the training loop, a comment) keeps the committed entries.
 """
 
-import ast
 import dataclasses
 import datetime
 import hashlib
@@ -77,46 +77,32 @@ def versions():
     return ', '.join(out)
 
 
-def _code_of(path):
-    """The module's syntax tree without docstrings (comments are not in it, nor are line numbers): what runs."""
-    with open(path) as f:
-        tree = ast.parse(f.read())
-    for node in ast.walk(tree):
-        body = getattr(node, 'body', None)
-        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+# Bump when PhasePrograms.compile reads the compiler's figures differently: the entries hold those figures.
+CACHE_FORMAT = 1
 
 
-def code_fingerprint():
-    """A hash of the code that decides the compiled programs (ops, networks, training, the plan's lowering), without
-    comments and docstrings: a cache entry from before a change to how a step is computed (e.g. the TPU form of
-    upfirdn2d) is not reused, one from before a reworded comment is."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = [os.path.join(dirpath, f) for sub in ('ops', 'networks', 'training')
-             for dirpath, _, files in os.walk(os.path.join(root, sub)) for f in files if f.endswith('.py')]
-    h = hashlib.sha256()
-    for path in sorted(paths) + [os.path.join(root, 'launch', 'plan.py')]:
-        h.update(os.path.relpath(path, root).encode() + _code_of(path).encode())
-    return h.hexdigest()[:16]
+def cache_key(lowered, topology):
+    """The cache key of one lowered phase: its StableHLO text (without source locations, so line numbers do not
+    count), the slice, the library versions that compile it, and CACHE_FORMAT."""
+    text = lowered.as_text()
+    return hashlib.sha256(json.dumps([text, topology, versions(), CACHE_FORMAT]).encode()).hexdigest()[:16]
 
 
 def plan_row(name, target, cache_dir='', log=None, compile=True):
     """The Plan of row `name` for `target`, compiling one phase at a time; with `cache_dir`, phases compiled by an
-    earlier invocation (same resolved config, slice, library versions and code) are read back instead. With
+    earlier invocation (the same program as lowered, slice and library versions) are read back instead. With
     `compile=False`, None when a phase is not in the cache. After a phase the compiler refuses for memory the row
     does not fit whatever the others need, so they are not compiled (minutes each at full size); the Plan then
     has fewer phases than `phase_names(run)`."""
     from sg3jax.launch import plan as plan_lib
     run = plan_lib.resolve_for(row_config(name), target)
-    key = hashlib.sha256(json.dumps([run.to_dict(), target.topology, versions(), code_fingerprint()],
-                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
+    programs = plan_lib.PhasePrograms(run, target.devices)
     phases = {}
     for phase in plan_lib.phase_names(run):
+        lowered = programs.lower(phase)
         # No ':' in the name (v5e_2x4-...): the cache is committed beside the table, and checked out everywhere.
-        path = (os.path.join(cache_dir, f"{target.topology.replace(':', '_')}-{name}-{phase}-{key}.json")
-                if cache_dir else '')
+        path = (os.path.join(cache_dir, f"{target.topology.replace(':', '_')}-{name}-{phase}-"
+                                        f"{cache_key(lowered, target.topology)}.json") if cache_dir else '')
         if path and os.path.exists(path):
             with open(path) as f:
                 phases[phase] = plan_lib.PhaseCost(**json.load(f))
@@ -125,7 +111,7 @@ def plan_row(name, target, cache_dir='', log=None, compile=True):
         elif not compile:
             return None
         else:
-            phases.update(plan_lib.compile_phases(run, target.devices, [phase], log))
+            phases[phase] = programs.compile(phase, lowered, log)
             if path:
                 plan_lib.write_atomic(path, json.dumps(dataclasses.asdict(phases[phase])))
         if phases[phase].oom:
