@@ -48,8 +48,9 @@ def test_generator_close_to_float32(cfg, dtype):
     G_cfg, _ = _cfgs(cfg)
     params, buffers = generator.init(jax.random.key(0), G_cfg)
     z = jax.random.normal(jax.random.key(1), (4, G_cfg['z_dim']))
-    ref = generator.apply(params, buffers, z, None, G_cfg)
-    out = generator.apply(params, buffers, z, None, G_cfg, mixed_dtype=dtype)
+    # Jitted, as training runs it (op by op, every small op compiles on its own: minutes on 2 cores).
+    ref = jax.jit(lambda p, b: generator.apply(p, b, z, None, G_cfg))(params, buffers)
+    out = jax.jit(lambda p, b: generator.apply(p, b, z, None, G_cfg, mixed_dtype=dtype))(params, buffers)
     assert out.dtype == jnp.float32
     err = _rel_rms(out, ref)
     assert 0 < err < REL_RMS[dtype], err          # 0 would mean the switch did nothing
