@@ -78,8 +78,9 @@ def test_discriminator_and_gradients(dtype):
     params, _ = discriminator.init(jax.random.key(0), D_cfg)
     img = jax.random.uniform(jax.random.key(2), (8, 16, 16, 3), minval=-1, maxval=1)
     f = lambda p, x, dt: jnp.sum(discriminator.apply(p, x, None, D_cfg, mixed_dtype=dt))
-    ref, (gp_ref, gx_ref) = jax.value_and_grad(f, argnums=(0, 1))(params, img, None)
-    out, (gp, gx) = jax.value_and_grad(f, argnums=(0, 1))(params, img, dtype)
+    grad = jax.jit(jax.value_and_grad(f, argnums=(0, 1)), static_argnums=2)     # jitted, as in training
+    ref, (gp_ref, gx_ref) = grad(params, img, None)
+    out, (gp, gx) = grad(params, img, dtype)
     assert 0 < abs(float(out - ref)) < REL_RMS[dtype] * float(jnp.abs(ref))
     assert gx.dtype == jnp.float32 and _rel_rms(gx, gx_ref) < GRAD_REL_RMS
     for a in jax.tree.leaves(gp):
