@@ -50,7 +50,7 @@ def test_export_and_restore_generator(tmp_path):
     assert json.loads((tmp_path / 'export' / 'generator.json').read_text())['extra'] == {'kimg': 2.0}
     _equal_trees((p2, b2), (params, buffers))
     z = jax.random.normal(jax.random.key(4), (2, cfg['z_dim']))
-    # One jitted program for both (op-by-op, the generator compiles every small op: minutes on 2 cores).
+    # One jitted program for both (op by op, every small op is compiled on its own: most of the test's time).
     G = jax.jit(lambda p, b: generator.apply(p, b, z, None, cfg))
     np.testing.assert_array_equal(G(p2, b2), G(params, buffers))
 

@@ -48,7 +48,7 @@ def test_generator_close_to_float32(cfg, dtype):
     G_cfg, _ = _cfgs(cfg)
     params, buffers = generator.init(jax.random.key(0), G_cfg)
     z = jax.random.normal(jax.random.key(1), (4, G_cfg['z_dim']))
-    # Jitted, as training runs it (op by op, every small op compiles on its own: minutes on 2 cores).
+    # Jitted, as training runs it (op by op, every small op is compiled on its own: most of the test's time).
     ref = jax.jit(lambda p, b: generator.apply(p, b, z, None, G_cfg))(params, buffers)
     out = jax.jit(lambda p, b: generator.apply(p, b, z, None, G_cfg, mixed_dtype=dtype))(params, buffers)
     assert out.dtype == jnp.float32
