@@ -41,10 +41,8 @@ def fc_apply(p, x, activation='linear', lr_multiplier=1.0):
     in_features = p['weight'].shape[1]
     w = p['weight'].astype(x.dtype) * (lr_multiplier / np.sqrt(in_features))
     b = p.get('bias')
-    if b is not None:
-        b = b.astype(x.dtype)
-        if lr_multiplier != 1:
-            b = b * lr_multiplier
+    if b is not None and lr_multiplier != 1:
+        b = b * lr_multiplier                   # float32: bias_act casts it after broadcasting (broadcast_like)
     x = jnp.matmul(x, w.T, precision=lax.Precision.HIGHEST)
     return bias_act(x, b, dim=1, act=activation)
 

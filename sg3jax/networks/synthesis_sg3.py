@@ -238,7 +238,7 @@ def synthesis_layer(params, buffers, x, w, layer: LayerSpec, spec: SynthesisSpec
     x = modulated_conv2d(x.astype(dtype), params['weight'], styles, demodulate=not layer.is_torgb,
                          padding=layer.conv_kernel - 1, input_gain=input_gain, fused=(impl == 'ref'))
     fu, fd = layer_filters(layer)
-    x = filtered_lrelu(x, fu, fd, params['bias'].astype(x.dtype), up=layer.up_factor, down=layer.down_factor,
+    x = filtered_lrelu(x, fu, fd, params['bias'], up=layer.up_factor, down=layer.down_factor,
                        padding=layer.padding, gain=1 if layer.is_torgb else np.sqrt(2),
                        slope=1 if layer.is_torgb else 0.2, clamp=spec.conv_clamp, impl=impl)
     return x, buffers

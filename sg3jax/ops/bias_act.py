@@ -31,6 +31,16 @@ activation_funcs = {
 }
 
 
+def broadcast_like(v, x):
+    """`v` (broadcastable to `x`) in x's dtype, for an elementwise op with x. A float32 `v` beside low-precision
+    activations is broadcast first and cast after: its gradient, a sum over the broadcast axes, then accumulates in
+    float32. Cast first, that sum ran in x's dtype: in a bfloat16 training step the bias gradients of the bf16
+    layers came out 25-29 % off (relative RMS against the float32 step; 0.4 % in float16, 2048-term sums)."""
+    if v.dtype == x.dtype:
+        return v
+    return jnp.broadcast_to(v, x.shape).astype(x.dtype)
+
+
 def bias_act(
     x,                           # Input tensor of any rank.
     b=None,                      # Bias [x.shape[dim]], or None.
@@ -54,7 +64,7 @@ def bias_act(
         dim = dim % x.ndim
         if b.ndim != 1 or b.shape[0] != x.shape[dim]:
             raise ValueError(f'bias shape {b.shape} does not match x.shape[{dim}] = {x.shape[dim]}')
-        x = x + b.astype(x.dtype).reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+        x = x + broadcast_like(b.reshape([-1 if i == dim else 1 for i in range(x.ndim)]), x)
     x = spec.fn(x, alpha)
     if gain != 1:
         x = x * jnp.asarray(gain, x.dtype)

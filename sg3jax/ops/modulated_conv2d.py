@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from sg3jax.ops.bias_act import broadcast_like
 from sg3jax.ops.conv2d_resample import conv2d, conv2d_resample
 
 
@@ -72,11 +73,11 @@ def modulated_conv2d(
         return _grouped_per_sample(x, wmod, lambda x1, w1, g: conv2d(x1, w1, padding=pad, groups=g))
 
     xs = s if gain is None else s * gain
-    y = conv2d(x * xs[:, None, None, :].astype(x.dtype), w, padding=pad)
+    y = conv2d(x * broadcast_like(xs[:, None, None, :], x), w, padding=pad)
     if demodulate:
         # sum_{i,k} (w[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 * sum_k w[o,i,k]^2
         dcoefs = lax.rsqrt(jnp.square(s) @ jnp.sum(jnp.square(w), axis=(2, 3)).T + 1e-8)  # [N,O]
-        y = y * dcoefs[:, None, None, :].astype(y.dtype)
+        y = y * broadcast_like(dcoefs[:, None, None, :], y)
     return y
 
 
@@ -116,11 +117,11 @@ def modulated_conv2d_sg2(
         dcoefs = lax.rsqrt(jnp.square(styles) @ jnp.sum(jnp.square(weight), axis=(2, 3)).T + 1e-8)  # [N,O]
 
     if not fused_modconv:
-        y = conv(x * styles[:, None, None, :].astype(x.dtype), weight, 1)
+        y = conv(x * broadcast_like(styles[:, None, None, :], x), weight, 1)
         if demodulate:
-            y = y * dcoefs[:, None, None, :].astype(y.dtype)
+            y = y * broadcast_like(dcoefs[:, None, None, :], y)
         if noise is not None:
-            y = y + noise.astype(y.dtype)
+            y = y + broadcast_like(noise, y)
         return y
 
     wmod = weight[None] * styles[:, None, :, None, None]             # [N,O,I,kh,kw]
@@ -129,5 +130,5 @@ def modulated_conv2d_sg2(
         wmod = wmod * dcoefs[:, :, None, None, None]
     y = _grouped_per_sample(x, wmod, conv)
     if noise is not None:
-        y = y + noise.astype(y.dtype)
+        y = y + broadcast_like(noise, y)
     return y
