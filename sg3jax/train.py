@@ -46,7 +46,7 @@ def dataset_properties(config):
     return ds.label_dim, ds.num_channels
 
 
-def dry_run(config):
+def dry_run_phases(config):
     """Resolve the config for the devices JAX sees, print it, and compile every update phase for the global batch
     (the same compile as `sg3jax.launch.plan --topology=local`), printing each phase's memory and FLOPs."""
     import jax
@@ -57,7 +57,8 @@ def dry_run(config):
     from sg3jax.training import steps as steps_lib
 
     c_dim, img_channels = dataset_properties(config)
-    run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels)
+    run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels,
+                             num_processes=jax.process_count())
     if jax.process_index() == 0:
         print(json.dumps(run.to_dict(), indent=2, sort_keys=True, default=str))
     spec = steps_lib.TrainSpec.from_config(run)
@@ -99,25 +100,38 @@ def make_data_fn(config):
     return make_data
 
 
+def run_trainer(config, workdir, dry_run=False):
+    """The trainer: checks the arguments, the config and the dataset before anything compiles or is written (a
+    bad one is one line naming the field or path, exit status 2), then trains or dry-runs. Returns the exit
+    status."""
+    import jax
+    from sg3jax.data import DatasetError
+    from sg3jax.training import config as config_lib
+    try:
+        if not dry_run and not workdir:
+            raise ValueError('--workdir is required (the run directory: checkpoints, logs, sample grids)')
+        config_lib.validate(config, jax.device_count(), num_processes=jax.process_count(),
+                            require_data=not dry_run)
+        c_dim, img_channels = dataset_properties(config)
+        config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels,
+                           num_processes=jax.process_count())
+    except (ValueError, NotImplementedError, DatasetError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    if dry_run:
+        dry_run_phases(config)
+        return 0
+    from sg3jax.training import loop
+    loop.train(config, workdir, make_data=make_data_fn(config), c_dim=c_dim, img_channels=img_channels)
+    return 0
+
+
 def main(argv):
     del argv
     maybe_initialize_distributed()
-    if _DRY_RUN.value:
-        dry_run(_CONFIG.value)
-        return
-    if not _WORKDIR.value:
-        raise app.UsageError('--workdir is required')
-    config = _CONFIG.value
-    if not config.data:
-        raise app.UsageError('config.data is required to train: a dataset made by `python -m '
-                             'sg3jax.dataset_tool` or a TFDS name')
-    make_data = make_data_fn(config)
-    c_dim, img_channels = dataset_properties(config)
-    from sg3jax.training import loop
-    loop.train(config, _WORKDIR.value, make_data=make_data, c_dim=c_dim, img_channels=img_channels)
+    return run_trainer(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
 
 
 if __name__ == '__main__':
     flags.mark_flag_as_required('config')
     app.run(main)
-    sys.exit(0)

@@ -82,7 +82,7 @@ def test_config_flags_load_override_and_lock():
     assert C.metric_names(config.metrics) == ['fid50k_full', 'eqt50k_int']
     run = C.resolve(config, num_devices=8)
     assert run.ema_kimg == 64 * 10 / 32 and run.G_opt_kwargs.lr == 0.003
-    with pytest.raises(Exception, match='batch_sz'):
+    with pytest.raises(AttributeError, match=r'batch_sz.*Did you mean "batch_size"'):
         parse('--config.batch_sz=64')
 
 #----------------------------------------------------------------------------
@@ -253,6 +253,18 @@ def test_validation_data_and_fields():
         C.validate(get('stylegan3-r', 'tiny,data=x'), devices)
     with pytest.raises(ValueError, match=r'config\.batch_size \(8\) must be divisible .* times config\.batch_gpu'):
         C.validate(get('stylegan3-r', 'tiny,data=x'), 8)
+
+
+def test_metrics_on_several_processes_are_refused_before_the_run():
+    """Metrics at snapshots run in one process for now: on a pod (several jax.distributed processes) the config is
+    refused by validation, before anything compiles, rather than crashing at the first snapshot."""
+    config = get('stylegan3-t', 'preset=ffhq1024,data=/data/ffhq', metrics='eqt50k_int')
+    C.validate(config, 8, num_processes=1)
+    with pytest.raises(NotImplementedError, match=r"config\.metrics \('eqt50k_int'\) on 2 processes.*"
+                                                  r"config\.metrics=none.*calc_metrics"):
+        C.resolve(config, 8, num_processes=2)
+    config.metrics = 'none'
+    C.validate(config, 8, num_processes=2)
 
 #----------------------------------------------------------------------------
 # parse_arg.

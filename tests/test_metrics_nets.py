@@ -2,6 +2,8 @@
 counts, shapes, forward passes of random weights), TF1 bilinear resizing, the converter's name mapping and the
 .npz round trip, and the error that says how to get the official weights."""
 
+import sys
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -143,19 +145,21 @@ def test_missing_detector_error_says_how_to_convert(tmp_path, monkeypatch):
         detectors.get_detector('vgg16', detector_dir=str(tmp_path))
     msg = str(e.value)
     assert 'convert_feature_nets' in msg and detectors.OFFICIAL_URLS['vgg16'] in msg and 'SG3JAX_DETECTORS' in msg
-    (tmp_path / 'vgg16.npz').write_bytes(b'')
-    with pytest.raises(Exception):
-        detectors.get_detector('vgg16', detector_dir=str(tmp_path))
+    for content in (b'', b'PK\x03\x04 truncated'):
+        (tmp_path / 'vgg16.npz').write_bytes(content)
+        with pytest.raises(ValueError, match=r'vgg16\.npz: not a readable converted vgg16 network .*convert_feature_nets'):
+            detectors.get_detector('vgg16', detector_dir=str(tmp_path))
 
 
-def test_converter_cli_without_torch_says_so(tmp_path):
-    import importlib.util
-    if importlib.util.find_spec('torch') is not None:
-        pytest.skip('torch is installed: the no-torch message cannot be shown')
+def test_converter_cli_without_torch_says_so(tmp_path, monkeypatch):
+    """Without PyTorch (simulated whether or not it is installed: a None entry in sys.modules makes `import torch`
+    raise ImportError) the converter says what it needs and writes nothing."""
+    monkeypatch.setitem(sys.modules, 'torch', None)
     src = tmp_path / 'inception-2015-12-05.pkl'
     src.write_bytes(b'not used')
     with pytest.raises(SystemExit, match='needs PyTorch'):
         convert_feature_nets.main(['--src', str(src), '--dest', str(tmp_path / 'out')])
+    assert not (tmp_path / 'out').exists()
 
 
 def test_converter_cli_reads_a_torchscript_file_with_the_official_names(tmp_path):

@@ -13,6 +13,7 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+import zipfile
 from typing import Any, Callable, Dict
 
 import numpy as np
@@ -109,11 +110,15 @@ def _file_md5(path):
 @functools.lru_cache(maxsize=4)
 def _load_npz_cached(path, mtime, size, kind):
     del mtime, size  # cache keys only: a rewritten file is read again
-    with np.load(path, allow_pickle=False) as z:
-        stored_kind = str(z['_kind']) if '_kind' in z.files else kind
-        if stored_kind != kind:
-            raise ValueError(f'{path}: holds a {stored_kind} network, expected {kind}')
-        params = {k: z[k] for k in z.files if not k.startswith('_')}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored_kind = str(z['_kind']) if '_kind' in z.files else kind
+            params = {k: z[k] for k in z.files if not k.startswith('_')}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f'{path}: not a readable converted {kind} network ({type(e).__name__}: {e}); write it again '
+                         f'with python -m sg3jax.convert_feature_nets') from None
+    if stored_kind != kind:
+        raise ValueError(f'{path}: holds a {stored_kind} network, expected {kind}')
     check_params(kind, params, where=path)
     params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
     return Detector(kind, params, _file_md5(path), MODULES[kind].apply)
