@@ -10,6 +10,7 @@ import pytest
 import golden
 from golden import assert_close, nchw_to_nhwc, nhwc_to_nchw
 from sg3jax import ops
+from sg3jax.ops import convolution
 
 
 def _cases():
@@ -39,39 +40,34 @@ def _inputs(name, spec):
 
 
 def _run(name, spec, impl):
-    """Calls our op on the case's inputs; returns an NCHW (or unchanged) float32 output like the reference."""
+    """Calls our op on the case's inputs, jitted (one compiled program; op by op, each of the dozens of small ops
+    of a filtered_lrelu was compiled on its own); returns an NCHW (or unchanged) float32 output like the
+    reference. Filters and flags are constants of the program, as in the networks."""
     data, get = _inputs(name, spec)
     op, kw = spec['op'], dict(spec['kwargs'])
+    nhwc = lambda k: None if get(k) is None else jnp.asarray(nchw_to_nhwc(get(k)))
+    arr = lambda k: None if get(k) is None else jnp.asarray(get(k))
     if op == 'bias_act':
-        x, b = get('x'), get('b')
-        return ops.bias_act(jnp.asarray(x), None if b is None else jnp.asarray(b), **kw)
+        return jax.jit(lambda x, b: ops.bias_act(x, b, **kw))(arr('x'), arr('b'))
     if op in ('upfirdn2d', 'filter2d', 'upsample2d', 'downsample2d'):
         fn = getattr(ops, op)
-        x = jnp.asarray(nchw_to_nhwc(get('x')))
-        return nhwc_to_nchw(fn(x, get('f'), impl=impl, **kw))
+        return nhwc_to_nchw(jax.jit(lambda x: fn(x, get('f'), impl=impl, **kw))(nhwc('x')))
     if op == 'filtered_lrelu':
-        x = jnp.asarray(nchw_to_nhwc(get('x')))
-        b = get('b')
-        y = ops.filtered_lrelu(x, get('fu'), get('fd'), None if b is None else jnp.asarray(b), impl=impl, **kw)
+        y = jax.jit(lambda x, b: ops.filtered_lrelu(x, get('fu'), get('fd'), b, impl=impl, **kw))(nhwc('x'), arr('b'))
         return nhwc_to_nchw(y)
     if op == 'modconv3':
-        x = jnp.asarray(nchw_to_nhwc(get('x')))
-        g = get('input_gain')
-        y = ops.modulated_conv2d(x, jnp.asarray(get('w')), jnp.asarray(get('s')), demodulate=kw['demodulate'],
-                                 padding=kw['padding'], input_gain=None if g is None else jnp.asarray(g),
-                                 fused=(impl == 'ref'))
+        y = jax.jit(lambda x, w, s, g: ops.modulated_conv2d(x, w, s, demodulate=kw['demodulate'],
+                                                             padding=kw['padding'], input_gain=g,
+                                                             fused=(impl == 'ref')))(
+            nhwc('x'), arr('w'), arr('s'), arr('input_gain'))
         return nhwc_to_nchw(y)
     if op == 'modconv2':
-        x = jnp.asarray(nchw_to_nhwc(get('x')))
-        noise = get('noise')
-        if noise is not None:
-            noise = jnp.asarray(nchw_to_nhwc(noise))
         # impl 'ref' runs the case's own fused_modconv flag; 'fast' also runs the other form, which must agree.
         fused = kw['fused_modconv'] if impl == 'ref' else not kw['fused_modconv']
-        y = ops.modulated_conv2d_sg2(
-            x, jnp.asarray(get('weight')), jnp.asarray(get('styles')), noise=noise, up=kw['up'], down=kw['down'],
-            padding=kw['padding'], resample_filter=get('resample_filter'), demodulate=kw['demodulate'],
-            flip_weight=kw['flip_weight'], fused_modconv=fused)
+        y = jax.jit(lambda x, w, s, noise: ops.modulated_conv2d_sg2(
+            x, w, s, noise=noise, up=kw['up'], down=kw['down'], padding=kw['padding'],
+            resample_filter=get('resample_filter'), demodulate=kw['demodulate'], flip_weight=kw['flip_weight'],
+            fused_modconv=fused))(nhwc('x'), arr('weight'), arr('styles'), nhwc('noise'))
         return nhwc_to_nchw(y)
     raise AssertionError(f'ops.npz case {name} has an op this test does not know: {op!r}; add it here')
 
@@ -125,10 +121,11 @@ def test_upfirdn2d_fast_matches_ref_and_grads(up, down, pad, taps):
     rng = np.random.RandomState(0)
     x = jnp.asarray(rng.randn(2, 11, 13, 3).astype(np.float32))
     f = rng.randn(taps).astype(np.float32)
-    fns = {impl: (lambda x, impl=impl: ops.upfirdn2d(x, f, up=up, down=down, padding=pad, gain=up ** 2, impl=impl))
+    fns = {impl: jax.jit(lambda x, impl=impl: ops.upfirdn2d(x, f, up=up, down=down, padding=pad, gain=up ** 2,
+                                                            impl=impl))
            for impl in IMPLS + ['conv']}
     ct = jnp.asarray(rng.randn(*fns['ref'](x).shape).astype(np.float32))
-    grads = {impl: jax.grad(lambda x: jnp.sum(fn(x) * ct))(x) for impl, fn in fns.items()}
+    grads = {impl: jax.jit(jax.grad(lambda x, fn=fn: jnp.sum(fn(x) * ct)))(x) for impl, fn in fns.items()}
     for impl in ('fast', 'conv'):
         assert_close(fns[impl](x), fns['ref'](x), name=f'{impl} value')
         assert_close(grads[impl], grads['ref'], name=f'{impl} grad')
@@ -141,7 +138,8 @@ def test_upfirdn2d_conv_radial_and_bf16(up, down, pad):
     rng = np.random.RandomState(2)
     x = jnp.asarray(rng.randn(2, 17, 19, 4).astype(np.float32))
     f = ops.design_lowpass_filter(numtaps=12, cutoff=3, width=2, fs=12, radial=True)
-    run = lambda x, impl: ops.upfirdn2d(x, f, up=up, down=down, padding=pad, gain=up ** 2, impl=impl)
+    run = jax.jit(lambda x, impl: ops.upfirdn2d(x, f, up=up, down=down, padding=pad, gain=up ** 2, impl=impl),
+                  static_argnums=1)
     assert_close(run(x, 'conv'), run(x, 'ref'), name='radial')
     xb = x.astype(jnp.bfloat16)
     yc, yf = run(xb, 'conv'), run(xb, 'fast')
@@ -181,7 +179,68 @@ def test_filtered_lrelu_double_backward_fast_matches_ref():
         f = lambda x: jnp.sum(jnp.square(ops.filtered_lrelu(x, fu, fd, up=2, down=2, padding=[5, 4, 3, 6],
                                                             impl=impl)))
         penalty = lambda x: jnp.sum(jnp.square(jax.grad(f)(x)))
-        return jax.grad(penalty)(x)
+        return jax.jit(jax.grad(penalty))(x)
     ref = r1_like('ref')
     assert_close(r1_like('fast'), ref, name='grad of grad')
     assert_close(r1_like('conv'), ref, name='grad of grad (TPU convolution path)')
+
+
+# (input shape, HWIO kernel shape, strides, padding, groups): stride 1 and 2 as in G and D, 1x1 kernels, negative
+# padding (a crop), and grouped convolutions (the official fused modconv), which stay XLA's on the CPU too.
+CONV_CASES = [((2, 9, 11, 4), (3, 3, 4, 5), (1, 1), [(1, 1), (1, 1)], 1),
+              ((2, 9, 11, 4), (3, 3, 4, 6), (2, 2), [(1, 2), (0, 1)], 1),
+              ((2, 9, 11, 4), (1, 1, 4, 6), (2, 2), [(0, 0), (0, 0)], 1),
+              ((2, 9, 11, 4), (3, 3, 4, 5), (1, 1), [(1, 1), (-1, 2)], 1),
+              ((2, 9, 11, 4), (3, 3, 2, 6), (1, 1), [(1, 1), (-1, 2)], 2)]
+
+
+@pytest.mark.parametrize('xs,ws,strides,pad,groups', CONV_CASES)
+def test_convolution_primitive_matches_xla_in_every_derivative(xs, ws, strides, pad, groups):
+    """ops.convolution (matmuls on the CPU) against lax.conv_general_dilated: value, both first derivatives,
+    the second derivatives R1 takes (the gradient of |d tanh(conv)/dx|^2) and vmap, to float32 rounding."""
+    rng = np.random.RandomState(3)
+    x = jnp.asarray(rng.randn(*xs).astype(np.float32))
+    w = jnp.asarray(rng.randn(*ws).astype(np.float32))
+    fns = {impl: (lambda x, w, impl=impl: convolution.conv_general_dilated(
+        x, w, strides, pad, ('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups, impl=impl)) for impl in IMPLS}
+    ct = jnp.asarray(rng.randn(*jax.eval_shape(fns['ref'], x, w).shape).astype(np.float32))
+
+    def derivatives(f):
+        first = jax.grad(lambda x, w: jnp.vdot(f(x, w), ct), argnums=(0, 1))
+        second = jax.grad(lambda x, w: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(f(x, w))))(x) ** 2),
+                          argnums=(0, 1))
+        return jax.jit(lambda x, w: (f(x, w), first(x, w), second(x, w), jax.vmap(f, (0, None))(x[:, None], w)))
+    ref, fast = derivatives(fns['ref'])(x, w), derivatives(fns['fast'])(x, w)
+    for name, a, b in zip(('y', 'dx', 'dw', 'd2x', 'd2w', 'vmap'), jax.tree.leaves(fast), jax.tree.leaves(ref)):
+        assert_close(a, b, name=name)
+
+
+def test_convolution_primitive_lowers_to_matmuls_on_cpu_only():
+    """On the CPU the forward stays a convolution, the weight gradient and a strided input gradient are dots, and
+    a stride-1 input gradient is a convolution with padding on every side (XLA:CPU's unpadded ones are slow); for
+    TPU and GPU every program, second derivatives included, is the very text lax.conv_general_dilated lowers to
+    (the TPU plan's cache is keyed by it). Lowered only, for every platform, on this host."""
+    x, w = jax.ShapeDtypeStruct((2, 8, 8, 4), jnp.float32), jax.ShapeDtypeStruct((3, 3, 4, 5), jnp.float32)
+
+    def programs(impl, strides, pad):
+        f = lambda x, w: jnp.sum(jnp.tanh(convolution.conv_general_dilated(
+            x, w, strides, pad, ('NHWC', 'HWIO', 'NHWC'), impl=impl)))
+        first = jax.grad(f, argnums=(0, 1))
+        second = jax.grad(lambda x, w: sum(jnp.sum(g ** 2) for g in first(x, w)), argnums=(0, 1))
+        return {'forward': f, 'first': first, 'second': second}
+
+    ref, fast = programs('ref', (2, 2), [(1, 1)] * 2), programs('fast', (2, 2), [(1, 1)] * 2)
+    for order in ref:
+        for platform in ('tpu', 'cuda', 'rocm'):
+            lower = lambda f: jax.jit(f).trace(x, w).lower(lowering_platforms=(platform,)).as_text()
+            assert lower(fast[order]) == lower(ref[order]), (order, platform)
+    cpu = {order: jax.jit(f).trace(x, w).lower(lowering_platforms=('cpu',)).as_text() for order, f in fast.items()}
+    assert cpu['forward'].count('stablehlo.convolution') == 1 and 'dot_general' not in cpu['forward']
+    assert cpu['first'].count('stablehlo.convolution') == 1          # the forward; both gradients are dots
+    assert cpu['first'].count('stablehlo.dot_general') >= 2
+    # Stride 1, padding 2 of 3 taps (G's convolutions): the input gradient's convolution has no padding as XLA
+    # writes it; here it is padded by one on every side, and the weight gradient is dots.
+    first = jax.jit(programs('fast', (1, 1), [(2, 2)] * 2)['first']).trace(x, w).lower(lowering_platforms=('cpu',))
+    convs = [l for l in first.as_text().splitlines() if 'stablehlo.convolution' in l]
+    assert len(convs) == 2 and 'pad = [[2, 2], [2, 2]]' in convs[0] and 'pad = [[1, 1], [1, 1]]' in convs[1], convs
+    assert 'stablehlo.dot_general' in first.as_text()

@@ -3,22 +3,24 @@
 import jax.numpy as jnp
 from jax import lax
 
+from sg3jax.ops.convolution import conv_general_dilated
 from sg3jax.ops.upfirdn2d import _parse_padding, filter_size, upfirdn2d
 
 
-def conv2d(x, w, stride=1, padding=(0, 0, 0, 0), groups: int = 1, flip_weight: bool = True):
+def conv2d(x, w, stride=1, padding=(0, 0, 0, 0), groups: int = 1, flip_weight: bool = True, impl: str = 'fast'):
     """Plain convolution. x: [N,H,W,C] NHWC; w: [O, I/groups, kh, kw] (official OIHW layout, as stored).
 
     `flip_weight=True` is correlation (torch's conv2d); False flips the kernel (true convolution).
-    `padding` is [x0, x1, y0, y1]."""
+    `padding` is [x0, x1, y0, y1]. impl='fast' lowers to matmuls on the CPU (sg3jax.ops.convolution), 'ref' is
+    XLA's convolution everywhere."""
     px0, px1, py0, py1 = padding
     if not flip_weight:
         w = jnp.flip(w, axis=(2, 3))
     kernel = jnp.transpose(w, (2, 3, 1, 0)).astype(x.dtype)  # [kh,kw,I/g,O]
-    return lax.conv_general_dilated(
+    return conv_general_dilated(
         x, kernel, window_strides=(stride, stride), padding=[(py0, py1), (px0, px1)],
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups,
-        precision=lax.Precision.HIGHEST)
+        precision=lax.Precision.HIGHEST, impl='ref' if impl == 'ref' else 'fast')
 
 
 def conv2d_resample(
@@ -61,21 +63,21 @@ def conv2d_resample(
     # 1x1 convolution with downsampling only: downsample first (fewer pixels to convolve).
     if kw == 1 and kh == 1 and down > 1 and up == 1:
         x = upfirdn2d(x, f, down=down, padding=pad, flip_filter=flip_filter, impl=impl)
-        return conv2d(x, w, groups=groups, flip_weight=flip_weight)
+        return conv2d(x, w, groups=groups, flip_weight=flip_weight, impl=impl)
     # 1x1 convolution with upsampling only: convolve first.
     if kw == 1 and kh == 1 and up > 1 and down == 1:
-        x = conv2d(x, w, groups=groups, flip_weight=flip_weight)
+        x = conv2d(x, w, groups=groups, flip_weight=flip_weight, impl=impl)
         return upfirdn2d(x, f, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter, impl=impl)
     # Downsampling only: FIR at full rate, then a strided convolution.
     if down > 1 and up == 1:
         x = upfirdn2d(x, f, padding=pad, flip_filter=flip_filter, impl=impl)
-        return conv2d(x, w, stride=down, groups=groups, flip_weight=flip_weight)
+        return conv2d(x, w, stride=down, groups=groups, flip_weight=flip_weight, impl=impl)
     # No resampling: the convolution pads by itself (negative padding = crop, handled by XLA).
     if up == 1 and down == 1:
-        return conv2d(x, w, padding=pad, groups=groups, flip_weight=flip_weight)
+        return conv2d(x, w, padding=pad, groups=groups, flip_weight=flip_weight, impl=impl)
     # Upsampling (optionally followed by downsampling): polyphase FIR upsample, then a valid convolution.
     x = upfirdn2d(x, f, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter, impl=impl)
-    x = conv2d(x, w, groups=groups, flip_weight=flip_weight)
+    x = conv2d(x, w, groups=groups, flip_weight=flip_weight, impl=impl)
     if down > 1:
         x = upfirdn2d(x, f, down=down, flip_filter=flip_filter, impl=impl)
     return x
