@@ -11,14 +11,23 @@ import pytest
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def golden_dir():
-    """$SG3JAX_GOLDEN, else ../shared/golden beside the repository; None if neither exists."""
+STRICT = os.environ.get('SG3JAX_STRICT') == '1'
+
+
+def _location():
     env = os.environ.get('SG3JAX_GOLDEN')
-    candidates = [pathlib.Path(env)] if env else []
-    candidates.append(_REPO.parent / 'shared' / 'golden')
-    for c in candidates:
-        if c.is_dir():
-            return c
+    return pathlib.Path(env) if env else _REPO.parent / 'shared' / 'golden'
+
+
+def golden_dir():
+    """$SG3JAX_GOLDEN if set, else ../shared/golden beside the repository; None if it is not a directory. In a
+    strict run (SG3JAX_STRICT=1) a missing directory raises: the parity cases are discovered from it when the
+    test files are collected, so without it they would not exist, and nothing would fail."""
+    d = _location()
+    if d.is_dir():
+        return d
+    if STRICT:
+        raise FileNotFoundError(f'{SKIP_REASON} (looked in {d}; SG3JAX_STRICT=1 requires it)')
     return None
 
 
@@ -27,6 +36,7 @@ SKIP_REASON = ('golden reference data not found: set $SG3JAX_GOLDEN or place the
 
 
 def require_golden():
+    """The golden directory; skips the test without it (fails in a strict run, see golden_dir)."""
     d = golden_dir()
     if d is None:
         pytest.skip(SKIP_REASON)
@@ -43,9 +53,13 @@ def case_files(prefix):
 
 @functools.lru_cache(maxsize=None)
 def load(name):
-    """Loads `<name>.npz` fully into a dict (cached: tests share one read)."""
+    """Loads `<name>.npz` fully into a dict (cached: tests share one read). A missing file is an error, not a
+    skip: every file the tests read is in the golden README."""
     d = require_golden()
-    with np.load(d / f'{name}.npz') as z:
+    path = d / f'{name}.npz'
+    if not path.is_file():
+        raise FileNotFoundError(f'{path} is missing from the golden reference data (see its README)')
+    with np.load(path) as z:
         return {k: z[k] for k in z.files}
 
 

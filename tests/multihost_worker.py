@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit('/', 1)[0])
-from test_steps import _batch, tiny_spec  # noqa: E402
+from tiny_training import batch as _batch, tiny_spec  # noqa: E402
 from sg3jax.convert import flatten  # noqa: E402
 from sg3jax.training import steps as S  # noqa: E402
 

@@ -10,7 +10,7 @@ import pytest
 from sg3jax.networks import generator
 from sg3jax.training import checkpoint as ckpt
 from sg3jax.training import steps as S
-from test_steps import tiny_spec
+from tiny_training import tiny_spec
 
 
 def _equal_trees(a, b):

@@ -1,43 +1,58 @@
-"""The real training loop: outputs, exact resume after SIGKILL, clean exit with a checkpoint on SIGTERM."""
+"""The real training loop: outputs, ADA, exact resume after SIGKILL, clean exit with a checkpoint on SIGTERM, and
+the stop on a non-finite loss."""
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import jax
 import numpy as np
 import pytest
 
 from sg3jax.training import checkpoint as ckpt
+from subprocess_env import subprocess_env
 
 WORKER = pathlib.Path(__file__).with_name('train_worker.py')
 KIMG = '0.064'          # 8 steps of the tiny config's batch 8; ticks of 2 steps, snapshots every 2 ticks
+TIMEOUT = 1800          # a safety net for a hung worker, not a performance bound (these hosts run at load 8)
 
 
-def _start(workdir):
-    env = dict(os.environ, JAX_PLATFORMS='cpu')
-    env.pop('XLA_FLAGS', None)
-    return subprocess.Popen([sys.executable, str(WORKER), str(workdir), KIMG], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+class Worker:
+    """A train_worker.py process, its output read line by line, killed if it outlives TIMEOUT."""
 
+    def __init__(self, workdir, *args):
+        self.p = subprocess.Popen([sys.executable, str(WORKER), str(workdir), KIMG, *args], env=subprocess_env(),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        self._watchdog = threading.Timer(TIMEOUT, self.p.kill)
+        self._watchdog.daemon = True                 # never keeps pytest alive after the test
+        self._watchdog.start()
 
-def _finish(p, timeout=600):
-    out, _ = p.communicate(timeout=timeout)
-    assert p.returncode == 0, out[-4000:]
-    return out
+    def output(self):
+        return ''.join(self.lines)
 
+    def wait_for(self, prefix):
+        """Reads output until a line starting with `prefix` (the worker's synchronisation points)."""
+        for line in self.p.stdout:
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f'worker exited ({self.p.wait()}) before printing {prefix!r}:\n{self.output()[-4000:]}')
 
-def _wait_for_checkpoint(p, workdir, step, timeout=600):
-    target = pathlib.Path(workdir) / 'checkpoints' / str(step)   # committed = renamed from its tmp name
-    t0 = time.time()
-    while not target.is_dir():
-        assert p.poll() is None, p.stdout.read()[-4000:]
-        assert time.time() - t0 < timeout
-        time.sleep(0.2)
+    def resume(self):
+        """Lets a paused worker go on."""
+        self.p.stdin.write('\n')
+        self.p.stdin.flush()
+
+    def finish(self, expect_ok=True):
+        self.lines.extend(self.p.stdout)
+        code = self.p.wait()
+        self._watchdog.cancel()
+        assert (code == 0) == expect_ok, f'exit code {code}:\n{self.output()[-4000:]}'
+        return self.output()
 
 
 def _final_state(workdir):
@@ -52,8 +67,7 @@ def _final_state(workdir):
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp('uninterrupted')
-    out = _finish(_start(workdir))
-    return workdir, out
+    return workdir, Worker(workdir).finish()
 
 
 def test_outputs_of_a_run(uninterrupted):
@@ -71,15 +85,20 @@ def test_outputs_of_a_run(uninterrupted):
     assert step == 8 and meta['data_position'] == 8 and meta['nimg'] == 64 and int(state['step']) == 8
     params, buffers, cfg = ckpt.restore_generator(workdir / 'network-snapshot-000000')
     np.testing.assert_array_equal(jax.tree.leaves(params)[0], jax.tree.leaves(state['G_ema'])[0])
+    # ADA in the loop: the real logits were positive (mean sign above the worker's target 0) in every tick, so p
+    # rose by batch * ada_interval / (ada_kimg * 1000) = 8 * 4 / 100 after steps 4 and 8; the state holds it.
+    assert all(s['Loss/signs/real'] > 0 for s in stats)
+    assert [s['Progress/augment'] for s in stats] == pytest.approx([0, 0, 0.32, 0.32, 0.64])
+    assert float(state['augment']['p']) == pytest.approx(0.64)
 
 
 def test_sigkill_then_resume_is_exact(uninterrupted, tmp_path):
     ref_dir, _ = uninterrupted
-    p = _start(tmp_path)
-    _wait_for_checkpoint(p, tmp_path, 5)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    out = _finish(_start(tmp_path))
+    w = Worker(tmp_path, '--pause-after-checkpoint', '5')
+    w.wait_for('PAUSED 5')
+    w.p.send_signal(signal.SIGKILL)                  # right after the step-5 checkpoint committed
+    w.p.wait()
+    out = Worker(tmp_path).finish()
     assert 'resuming from' in out and 'step 5' in out
     step, meta, state = _final_state(tmp_path)
     ref_step, _, ref = _final_state(ref_dir)
@@ -88,17 +107,26 @@ def test_sigkill_then_resume_is_exact(uninterrupted, tmp_path):
         np.testing.assert_array_equal(b, a, err_msg=jax.tree_util.keystr(path))
 
 
+def test_nonfinite_loss_stops_the_run_with_its_message(tmp_path):
+    """NaN real images at step 2: the D loss of that step is NaN, and the run stops at the next tick (step 3)
+    with the step and phase, keeping its last good checkpoint (step 1) and writing none after it."""
+    out = Worker(tmp_path, '--nan-at-step', '2').finish(expect_ok=False)
+    assert ('NonFiniteLoss: a loss became NaN or Inf at step 2 (kimg 0.016), phase Dmain; set '
+            'config.nan_policy=skip to drop such updates instead') in out, out[-3000:]
+    assert ckpt.make_manager(tmp_path).all_steps() == [1]
+
+
 @pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
-    p = _start(tmp_path)
-    _wait_for_checkpoint(p, tmp_path, 1)
-    p.send_signal(signal.SIGTERM)
-    out = _finish(p)
-    assert 'preempted (SIGTERM)' in out
-    step = ckpt.make_manager(tmp_path).latest_step()
-    assert 1 < step < 8
-    out = _finish(_start(tmp_path))                  # and the run then completes from there
-    assert 'resuming from' in out and _final_state(tmp_path)[0] == 8
+    w = Worker(tmp_path, '--pause-after-checkpoint', '1')
+    w.wait_for('PAUSED 1')
+    w.p.send_signal(signal.SIGTERM)                  # arrives while the run waits after its step-1 checkpoint
+    w.resume()
+    out = w.finish()
+    assert 'preempted (SIGTERM): checkpoint at step 2 written; exiting' in out
+    assert ckpt.make_manager(tmp_path).latest_step() == 2     # the very next step, not some later one
+    out = Worker(tmp_path).finish()                  # and the run then completes from there
+    assert 'resuming from' in out and 'step 2' in out and _final_state(tmp_path)[0] == 8
 
 
 @pytest.mark.slow

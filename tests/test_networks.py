@@ -68,19 +68,27 @@ def test_generator_parity(name):
 
 @pytest.mark.parametrize('name', [n for n in G_CASES if 'transform' in golden.load(f'G_{n}')])
 def test_generator_transform_parity(name):
-    """SG3 input transform (gen_images' --translate/--rotate): a buffer value, and per-sample overrides."""
+    """SG3 input transform (gen_images' --translate/--rotate): a buffer value, and per-sample overrides. A
+    conditional case maps its `z_transformed` with its `c_transformed` (golden README)."""
     data, cfg, params, buffers = _load_G(name)
     mapping, synth = _G_fns(name, 'fast')
-    ws = mapping(params, buffers, jnp.asarray(data['z_transformed']), jnp.zeros([16, 0]), 1.0)
+    z = jnp.asarray(data['z_transformed'])
+    if cfg.get('c_dim', 0):
+        assert 'c_transformed' in data, f'G_{name}.npz: a conditional case with transforms needs c_transformed'
+        c = jnp.asarray(data['c_transformed'])
+    else:
+        c = jnp.zeros([z.shape[0], 0])
+    ws = mapping(params, buffers, z, c, 1.0)
     assert_close(ws, data['ws_transformed'], name='ws_transformed')
     b = {**buffers, 'synthesis': {**buffers['synthesis'], 'input': {**buffers['synthesis']['input'],
                                                                    'transform': jnp.asarray(data['transform'])}}}
     assert_close(_img(synth(params, b, jnp.asarray(data['ws_transformed']), None)), data['img_transformed'],
                  name='img_transformed')
     # Four transforms x four samples in one batch, through the per-sample transform argument.
-    t = np.repeat(data['transforms_multi'], 4, axis=0)                       # [16,3,3], transform-major
-    ws4 = np.tile(data['ws'], (4, 1, 1))
-    img = _img(synth(params, buffers, jnp.asarray(ws4), jnp.asarray(t))).reshape(4, 4, *data['img'].shape[1:])
+    n_t, n = len(data['transforms_multi']), len(data['ws'])
+    t = np.repeat(data['transforms_multi'], n, axis=0)                      # [T*N,3,3], transform-major
+    ws4 = np.tile(data['ws'], (n_t, 1, 1))
+    img = _img(synth(params, buffers, jnp.asarray(ws4), jnp.asarray(t))).reshape(n_t, n, *data['img'].shape[1:])
     assert_close(img, data['img_transformed_multi'], name='img_transformed_multi')
 
 

@@ -21,7 +21,7 @@ def test_explore_notebook_runs(tmp_path):
     env_network = os.environ.pop('SG3JAX_NETWORK', None)     # the tiny built-in model, whatever the shell says
     try:
         start = time.time()
-        client = nbclient.NotebookClient(nb, timeout=240, kernel_name='python3',
+        client = nbclient.NotebookClient(nb, timeout=1200, kernel_name='python3',
                                          resources={'metadata': {'path': str(tmp_path)}})
         client.execute()
         elapsed = time.time() - start

@@ -13,53 +13,47 @@ import numpy as np
 import pytest
 
 from sg3jax.training import steps as S
-from test_steps import _batch, tiny_spec
+from tiny_training import batch as _batch, init_state, tiny_spec
 
 
 def _phase_results(spec, names):
-    """{phase: (new G, new D, metrics)} of each phase run once from the same initial state."""
+    """{phase: (new G, new D, metrics, temporary bytes of its compiled program)} of each phase run once from the
+    same initial state. The memory is read from the program the call compiled (lowered for the same arguments,
+    `compile` returns the jit's cached executable)."""
     steps = S.make_steps(spec)
-    state0 = S.init_state(jax.random.key(0), spec)
+    state0 = init_state(spec)
     batch, key = _batch(spec.batch_size), jax.random.key(1)
     out = {}
     for name in names:
         state = jax.tree.map(np.array, state0)          # the steps donate their state: a fresh copy each
         new, metrics = steps[name](state, batch, key)
-        out[name] = jax.tree.map(np.asarray, (new['G'], new['D'], metrics))
+        temp = steps[name].lower(state, batch, key).compile().memory_analysis().temp_size_in_bytes
+        out[name] = jax.tree.map(np.asarray, (new['G'], new['D'], metrics)) + (temp,)
     return out
 
 
 # Between them the two cases go through every rematerialised path: StyleGAN3 layers (Gmain), StyleGAN2 blocks
-# under the path-length double backward (Greg), D blocks (Dmain) and under R1's double backward (Dreg).
-@pytest.mark.parametrize('cfg,names', [('stylegan3-t', ['Gmain', 'Dreg']), ('stylegan2', ['Greg', 'Dmain'])])
+# under the path-length double backward (Greg), D blocks (Dmain) and under R1's double backward (Dreg). The
+# StyleGAN2 case is `slow` (the D blocks are in the default run through Dreg).
+@pytest.mark.parametrize('cfg,names', [('stylegan3-t', ['Gmain', 'Dreg']),
+                                       pytest.param('stylegan2', ['Greg', 'Dmain'], marks=pytest.mark.slow)])
 def test_remat_gives_the_same_updates(cfg, names):
-    spec = tiny_spec(batch_size=8, cfg=cfg)
+    spec = tiny_spec(batch_size=8, cfg=cfg, sg3_layers=14)         # the official depth, where remat pays
     plain = _phase_results(spec, names)
     remat = _phase_results(dataclasses.replace(spec, remat=True), names)
     for name in names:
-        for a, b in zip(jax.tree.leaves(plain[name]), jax.tree.leaves(remat[name])):
+        for a, b in zip(jax.tree.leaves(plain[name][:3]), jax.tree.leaves(remat[name][:3])):
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=f'{cfg} {name}')
     # The updates moved something (so equal results are not two no-ops).
-    state0 = S.init_state(jax.random.key(0), spec)
+    state0 = init_state(spec)
     for name in names:
         net = 0 if name.startswith('G') else 1
         before = jax.tree.leaves(state0['G' if net == 0 else 'D'])
         assert any(np.max(np.abs(a - b)) > 0 for a, b in zip(jax.tree.leaves(plain[name][net]), before)), name
-
-
-def _temp_bytes(spec, name):
-    steps = S.make_steps(spec)
-    state = jax.eval_shape(lambda k: S.init_state(k, spec), jax.random.key(0))
-    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _batch(spec.batch_size))
-    compiled = steps[name].lower(state, batch, jax.eval_shape(lambda: jax.random.key(0))).compile()
-    return compiled.memory_analysis().temp_size_in_bytes
-
-
-def test_remat_lowers_the_temporary_memory_of_the_G_step():
-    spec = tiny_spec(batch_size=16, cfg='stylegan3-t')
-    plain = _temp_bytes(spec, 'Gmain')
-    remat = _temp_bytes(dataclasses.replace(spec, remat=True), 'Gmain')
-    assert 0 < remat < 0.8 * plain, (remat, plain)
+    if cfg == 'stylegan3-t':
+        # ...and with less memory: the G step's temporaries (measured on this CPU: 120 vs 157 MiB, 0.77).
+        plain_bytes, remat_bytes = plain['Gmain'][3], remat['Gmain'][3]
+        assert 0 < remat_bytes < 0.8 * plain_bytes, (remat_bytes, plain_bytes)
 
 
 def test_remat_reaches_the_train_spec():

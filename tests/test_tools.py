@@ -4,7 +4,6 @@ One tiny unconditional and one tiny conditional StyleGAN3-T export (16 px) serve
 the CLIs run in-process through main(argv), so compiled functions are shared (sampling caches them per config).
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 import golden
+import pkl_fixtures
 from sg3jax import avg_spectra, gen_images, gen_style_mix, gen_video
 from sg3jax.networks import generator, presets
 from sg3jax.tools import cli, load, sampling
@@ -35,7 +35,7 @@ def nets(tmp_path_factory):
     out = {}
     for name, c_dim, seed in [('uncond', 0, 0), ('cond', 3, 1)]:
         cfg = _cfg(c_dim)
-        params, buffers = generator.init(jax.random.key(seed), cfg)
+        params, buffers = jax.jit(lambda k, cfg=cfg: generator.init(k, cfg))(jax.random.key(seed))
         # A non-zero w_avg, so truncation toward it is visible (a fresh network's w_avg is zero).
         buffers = {**buffers, 'mapping': {**buffers['mapping'], 'w_avg': jax.random.normal(jax.random.key(9), (16,))}}
         ckpt.export_generator(root / name, params, buffers, cfg)
@@ -162,7 +162,8 @@ def test_gen_images_names_determinism_and_pixels(nets, tmp_path):
     assert not np.array_equal(imgs[0], imgs[1]) and not np.array_equal(imgs[1], imgs[2])
     # Known answer: the official recipe, z = RandomState(seed).randn(1, z_dim), uint8 = clamp(x*127.5+128).
     z = np.random.RandomState(40).randn(1, 16)
-    x = np.asarray(generator.apply(G.params, G.buffers, z, None, G.cfg, truncation_psi=0.7))[0]
+    x = np.asarray(jax.jit(lambda p, b, z: generator.apply(p, b, z, None, G.cfg, truncation_psi=0.7))(
+        G.params, G.buffers, z))[0]
     ref = np.clip(x * 127.5 + 128, 0, 255).astype(np.uint8)
     assert np.abs(ref.astype(int) - _png(a / 'seed0040.png')).max() <= 1
 
@@ -185,8 +186,8 @@ def test_gen_images_trunc_cutoff_translate_rotate(nets, tmp_path):
                      '--outdir', str(tmp_path / 't')] + BATCH)
     gen_images.main(['--network', net, '--seeds', '5', '--outdir', str(tmp_path / 'n')] + BATCH)
     t = sampling.input_transform((0.3, 1.0), 10.0)
-    x = generator.synthesis(G.params, G.buffers, sampling.mapping(G, sampling.z_from_seeds([5], 16),
-                                                                   np.zeros([1, 0])), G.cfg, transform=t)
+    ws = sampling.mapping(G, sampling.z_from_seeds([5], 16), np.zeros([1, 0]))
+    x = jax.jit(lambda p, b, ws, t: generator.synthesis(p, b, ws, G.cfg, transform=t))(G.params, G.buffers, ws, t)
     ref = np.clip(np.asarray(x)[0] * 127.5 + 128, 0, 255).astype(np.uint8)
     assert np.abs(ref.astype(int) - _png(tmp_path / 't/seed0005.png')).max() <= 1
     assert not np.array_equal(_png(tmp_path / 't/seed0005.png'), _png(tmp_path / 'n/seed0005.png'))
@@ -206,7 +207,8 @@ def test_gen_images_class_conditional(nets, tmp_path):
     z = jax.random.normal(jax.random.fold_in(jax.random.key(0), 0), (1000, 16))
     z = np.concatenate([z, jax.random.normal(jax.random.fold_in(jax.random.key(0), 1000), (1000, 16))])
     c = sampling.labels(G, 2, 2000)
-    ref = np.asarray(generator.mapping(G.params, G.buffers, z, c, G.cfg))[:, 0].mean(0)
+    ref = np.asarray(jax.jit(lambda p, b, z, c: generator.mapping(p, b, z, c, G.cfg))(G.params, G.buffers, z,
+                                                                                       c))[:, 0].mean(0)
     np.testing.assert_allclose(mean, ref, rtol=1e-5, atol=1e-6)
     assert not np.allclose(mean, sampling.class_mean_w(G, 0, num=2000, batch_size=1000))
 
@@ -228,14 +230,13 @@ def test_gen_images_argument_errors(nets, tmp_path, capsys):
                  "invalid choice: 'x'")
     bad_pkl = tmp_path / 'bad.pkl'
     bad_pkl.write_bytes(b'this is not a pickle')
-    if importlib.util.find_spec('sg3jax.legacy') is not None:     # the real pickle reader's errors, named
-        _usage_error(capsys, gen_images.main, ['--network', str(bad_pkl), '--seeds', '1'] + out, str(bad_pkl))
+    _usage_error(capsys, gen_images.main, ['--network', str(bad_pkl), '--seeds', '1'] + out, str(bad_pkl))
     assert not (tmp_path / 'o').exists() or _files(tmp_path / 'o') == []
 
 
 def test_gen_images_stylegan2_noise_and_transform(tmp_path):
     cfg = _cfg(arch='stylegan2')
-    params, buffers = generator.init(jax.random.key(2), cfg)
+    params, buffers = jax.jit(lambda k: generator.init(k, cfg))(jax.random.key(2))
     # Noise strengths start at zero; make the noise visible.
     params = jax.tree_util.tree_map_with_path(
         lambda path, x: x + 0.5 if 'noise_strength' in jax.tree_util.keystr(path) else x, params)
@@ -255,23 +256,15 @@ def test_gen_images_stylegan2_noise_and_transform(tmp_path):
 
 def test_gen_images_official_golden_pixels(tmp_path):
     """Official G_sg3t_64: seed 102 with the golden transform gives the official image (z_transformed[0] is
-    RandomState(102)'s first z_dim draws), to within one uint8 level. Read from an official-structure .pkl through
-    the CLI when the pickle reader and its fixture writer are present, else converted from the state_dict."""
+    RandomState(102)'s first z_dim draws), to within one uint8 level, read through the CLI from an .pkl in the
+    official structure (tests/pkl_fixtures.py) holding the golden weights."""
     d = golden.load('G_sg3t_64')
     np.testing.assert_allclose(sampling.z_from_seeds([102], 64)[0], d['z_transformed'][0], rtol=1e-6)
     p = golden.json_field(d, 'transform_params_json')
     argv = ['--seeds', '102', '--translate', '{},{}'.format(*p['translate']), '--rotate', str(p['angle']),
             '--outdir', str(tmp_path / 'out'), '--batch-size', '1']
-    if importlib.util.find_spec('sg3jax.legacy') is None or importlib.util.find_spec('pkl_fixtures') is None:
-        from sg3jax import convert
-        cfg = golden.json_field(d, 'config_json')
-        params, buffers = convert.from_state_dict(golden.params_of(d), cfg, kind='G')
-        ckpt.export_generator(tmp_path / 'net', params, buffers, cfg)
-        network = tmp_path / 'net'
-    else:
-        import pkl_fixtures
-        G_ema, _, _ = pkl_fixtures.golden_net('G_sg3t_64')
-        network = pkl_fixtures.write_network_pkl(tmp_path / 'sg3t.pkl', {'G_ema': G_ema})
+    G_ema, _, _ = pkl_fixtures.golden_net('G_sg3t_64')
+    network = pkl_fixtures.write_network_pkl(tmp_path / 'sg3t.pkl', {'G_ema': G_ema})
     gen_images.main(['--network', str(network)] + argv)
     ref = np.clip(golden.nchw_to_nhwc(d['img_transformed'][:1])[0] * 127.5 + 128, 0, 255).astype(np.uint8)
     assert np.abs(_png(tmp_path / 'out' / 'seed0102.png').astype(int) - ref).max() <= 1
@@ -397,10 +390,10 @@ def test_gen_images_subprocess_smoke(nets, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     r = subprocess.run([sys.executable, '-m', 'sg3jax.gen_images', '--network', str(nets['uncond']),
                         '--seeds', '7', '--outdir', str(tmp_path)], capture_output=True, text=True, env=env,
-                       timeout=300)
+                       timeout=1800)
     assert r.returncode == 0, r.stderr
     assert _files(tmp_path) == ['seed0007.png']
     r = subprocess.run([sys.executable, '-m', 'sg3jax.gen_images', '--network', str(nets['uncond']),
                         '--seeds', 'x', '--outdir', str(tmp_path)], capture_output=True, text=True, env=env,
-                       timeout=300)
+                       timeout=1800)
     assert r.returncode == 2 and "--seeds 'x'" in r.stderr

@@ -1,11 +1,17 @@
 """Runs the real training loop on a tiny config with a deterministic in-memory dataset (for test_loop.py).
 
-    python train_worker.py WORKDIR KIMG [CFG]
+    python train_worker.py WORKDIR KIMG [--cfg NAME] [--pause-after-checkpoint STEP] [--nan-at-step STEP]
 
 The dataset: 64 fixed 16x16 RGB images; global batch i is a fixed function of i, so a resumed run sees exactly
-the batches an uninterrupted one would have seen next.
+the batches an uninterrupted one would have seen next. The run uses ADA (aug='ada' with a short ada_kimg, so p
+moves within the run), so the augmentation state is trained, checkpointed and resumed like the rest.
+
+--pause-after-checkpoint STEP: once the checkpoint of STEP is committed, print `PAUSED STEP` and wait for a line
+on stdin: the test sends its signal at that exact point (no polling, no race with a fast run), then lets the run
+go on. --nan-at-step STEP: batch STEP holds NaN images (a corrupt input), so the run must stop with its message.
 """
 
+import argparse
 import importlib.util
 import pathlib
 import sys
@@ -29,24 +35,58 @@ def small_grid(resolution, c_dim):
     return 4, 2
 
 
-def make_data(run, start_step):
+def make_data_fn(nan_at_step=None):
     images = np.random.RandomState(0).randint(0, 256, [64, 16, 16, 3]).astype(np.uint8)
 
-    def gen():
-        step = start_step
-        while True:
-            idx = np.random.RandomState(1000 + step).choice(64, run.batch_size, replace=False)
-            yield {'img': images[idx], 'c': np.zeros([run.batch_size, 0], np.float32)}
-            step += 1
-    return gen()
+    def make_data(run, start_step):
+        def gen():
+            step = start_step
+            while True:
+                idx = np.random.RandomState(1000 + step).choice(64, run.batch_size, replace=False)
+                img = images[idx] if step != nan_at_step else np.full([run.batch_size, 16, 16, 3], np.nan,
+                                                                       np.float32)
+                yield {'img': img, 'c': np.zeros([run.batch_size, 0], np.float32)}
+                step += 1
+        return gen()
+    return make_data
+
+
+make_data = make_data_fn()
+
+
+def worker_config(name='stylegan3_t'):
+    config = load_config(name, 'tiny')
+    config.update(dict(aug='ada', ada_kimg=0.1, target=0.0))    # p moves by 8 * 4 / 100 every 4 steps
+    return config
+
+
+def pause_after_checkpoint(ckpt, pause_step):
+    """Wraps `ckpt.save` so that the run stops, committed, right after the checkpoint of `pause_step`."""
+    save = ckpt.save
+
+    def save_then_pause(manager, step, *args, **kwargs):
+        save(manager, step, *args, **kwargs)
+        if step == pause_step:
+            manager.wait_until_finished()
+            print(f'PAUSED {step}', flush=True)
+            sys.stdin.readline()
+    ckpt.save = save_then_pause
 
 
 if __name__ == '__main__':
-    workdir, kimg = sys.argv[1], float(sys.argv[2])
-    name = sys.argv[3] if len(sys.argv) > 3 else 'stylegan3_t'
-    config = load_config(name, 'tiny')
-    config.kimg = kimg
+    parser = argparse.ArgumentParser()
+    parser.add_argument('workdir')
+    parser.add_argument('kimg', type=float)
+    parser.add_argument('--cfg', default='stylegan3_t')
+    parser.add_argument('--pause-after-checkpoint', type=int, default=None)
+    parser.add_argument('--nan-at-step', type=int, default=None)
+    args = parser.parse_args()
+    config = worker_config(args.cfg)
+    config.kimg = args.kimg
+    from sg3jax.training import checkpoint as ckpt
     from sg3jax.training import loop
     loop.grid_shape = small_grid
-    loop.train(config, workdir, make_data=make_data, c_dim=0, img_channels=3,
+    if args.pause_after_checkpoint is not None:
+        pause_after_checkpoint(ckpt, args.pause_after_checkpoint)
+    loop.train(config, args.workdir, make_data=make_data_fn(args.nan_at_step), c_dim=0, img_channels=3,
                log=lambda s: print(s, flush=True))
