@@ -3,10 +3,10 @@
     python -m sg3jax.quickstart                                  # into runs/quickstart
     python -m sg3jax.quickstart --cfg stylegan3-t --kimg 5 --workdir /tmp/qs
 
-The default network is StyleGAN2: on a 2-core CPU it trains this config at about 7 s/kimg, so the 40 kimg run
-takes about five minutes. StyleGAN3's alias-free layers run every nonlinearity at twice the sampling rate on a
-padded grid, and the same config trains at about 500 s/kimg there (a GPU or TPU task; see benchmarks/
-bench_train.py), so `--cfg stylegan3-t` needs a small --kimg or an accelerator.
+The default network is StyleGAN2: on a 2-core CPU it trains this config at about 8 s/kimg, so the 40 kimg run
+takes about six minutes. StyleGAN3's alias-free layers run every nonlinearity at twice the sampling rate on a
+padded grid, and the same config trains at about 106 s/kimg there (README, Quickstart), so `--cfg stylegan3-t`
+needs a small --kimg or an accelerator.
 
 1. Dataset: scikit-learn's copy of the UCI handwritten digits (1,797 images of 8x8 pixels, 17 grey levels, labels
    0-9; the file installs with scikit-learn), upsampled to 16x16 and written with the dataset tool's writer to
