@@ -102,8 +102,8 @@ def make_data_fn(config):
 
 def run_trainer(config, workdir, dry_run=False):
     """The trainer: checks the arguments, the config and the dataset before anything compiles or is written (a
-    bad one is one line naming the field or path, exit status 2), then trains or dry-runs. Returns the exit
-    status."""
+    bad one is one line naming the field or path, exit status 2), then trains or dry-runs; a restart that its
+    workdir's checkpoint refuses (config.ResumeConflict) is such a line too. Returns the exit status."""
     import jax
     from sg3jax.data import DatasetError
     from sg3jax.training import config as config_lib
@@ -122,7 +122,11 @@ def run_trainer(config, workdir, dry_run=False):
         dry_run_phases(config)
         return 0
     from sg3jax.training import loop
-    loop.train(config, workdir, make_data=make_data_fn(config), c_dim=c_dim, img_channels=img_channels)
+    try:
+        loop.train(config, workdir, make_data=make_data_fn(config), c_dim=c_dim, img_channels=img_channels)
+    except config_lib.ResumeConflict as e:      # found once the workdir's checkpoint is read, still before training
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     return 0
 
 

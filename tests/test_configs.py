@@ -3,6 +3,7 @@ official values (train.py, training_loop.py), presets carry the docs/configs.md 
 refused with an error naming it."""
 
 import importlib.util
+import json
 import math
 import os
 
@@ -268,6 +269,26 @@ def test_metrics_on_several_processes_are_refused_before_the_run():
 
 #----------------------------------------------------------------------------
 # parse_arg.
+
+def test_resume_changes_lists_what_a_restart_may_not_change():
+    """A restarted run may change the schedule, logging, metrics, batch_gpu and the device count; a changed batch,
+    learning rate, gamma, network or dataset label dimension is listed with both resolved values."""
+    config = get('stylegan3-t', 'tiny,data=/data/x')
+    saved = json.loads(json.dumps(C.resolve(config, num_devices=2).to_dict(), default=str))
+    free = get('stylegan3-t', 'tiny,data=/data/moved', kimg=5.0, tick=1.0, snap=3, metrics='fid50k_full',
+               batch_gpu=4, keep_checkpoints=1, remat=True)
+    assert C.resume_changes(saved, C.resolve(free, num_devices=1)) == []
+    changed = get('stylegan3-t', 'tiny,data=/data/x', batch_size=16, glr=0.001, gamma=2.0, cbase=2048)
+    run = C.resolve(changed, num_devices=2)
+    # The values derived from the batch size (official train.py) are listed with it.
+    assert C.resume_changes(saved, run) == [
+        ('batch_size', 8, 16), ('cbase', 1024, 2048), ('ema_kimg', 2.5, 5.0), ('gamma', 1.0, 2.0),
+        ('glr', 0.0025, 0.001), ('magnitude_ema_beta', 0.5 ** (8 / 20000), 0.5 ** (16 / 20000))]
+    cond = get('stylegan3-t', 'tiny,data=/data/x,cond')
+    assert C.resume_changes(saved, C.resolve(cond, num_devices=2, c_dim=10)) == [('c_dim', 0, 10),
+                                                                                 ('cond', False, True)]
+    assert C.resume_changes({}, run) == []                    # nothing recorded, nothing compared
+
 
 def test_parse_arg():
     defaults = dict(res=0, preset='', tiny=False, scale=1.0, any=None)

@@ -3,6 +3,7 @@ the stop on a non-finite loss."""
 
 import json
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,10 @@ import jax
 import numpy as np
 import pytest
 
+import train_worker
 from sg3jax.training import checkpoint as ckpt
+from sg3jax.training import config as C
+from sg3jax.training import loop
 from subprocess_env import subprocess_env
 
 WORKER = pathlib.Path(__file__).with_name('train_worker.py')
@@ -105,6 +109,27 @@ def test_sigkill_then_resume_is_exact(uninterrupted, tmp_path):
     assert step == ref_step == 8
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ref), jax.tree.leaves(state)):
         np.testing.assert_array_equal(b, a, err_msg=jax.tree_util.keystr(path))
+
+
+def test_restart_with_other_settings_is_refused_before_anything_is_read(uninterrupted, tmp_path):
+    """A restart whose config changes the networks or the optimisation is one error naming each field with both
+    values, raised before the state is restored (other channel counts: Orbax would fail on the shapes); the run
+    directory is left as it was, training_options.json included. (This process has 8 devices, so the batch must
+    grow to 32 to resolve at all: it is listed too, with the values derived from it.)"""
+    ref_dir, _ = uninterrupted
+    workdir = tmp_path / 'run'
+    shutil.copytree(ref_dir, workdir)
+    options = (workdir / 'training_options.json').read_text()
+    config = train_worker.worker_config()
+    config.update(dict(kimg=1.0, batch_size=32, cbase=2048, gamma=2.0))
+    with pytest.raises(C.ResumeConflict) as e:
+        loop.train(config, workdir, make_data=train_worker.make_data, c_dim=0, img_channels=3, log=lambda s: None)
+    message = str(e.value)
+    assert message.startswith(f'{workdir}/checkpoints step 8 was trained with other settings (batch_size: 8 -> 32; '
+                              'cbase: 1024 -> 2048; ema_kimg: 2.5 -> 10.0; gamma: 1.0 -> 2.0; magnitude_ema_beta: ')
+    assert message.endswith('Restore those values, or train with the new ones in a new --workdir')
+    assert (workdir / 'training_options.json').read_text() == options
+    assert ckpt.make_manager(workdir).latest_step() == 8
 
 
 def test_nonfinite_loss_stops_the_run_with_its_message(tmp_path):

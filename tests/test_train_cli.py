@@ -4,6 +4,7 @@ before anything compiles or is written."""
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -129,6 +130,20 @@ def test_trainer_refuses_bad_input_before_anything_runs(quickstart_run, tmp_path
     config.resolution, config.data = 16, str(tmp_path / 'missing')
     assert 'no such dataset directory' in _refused(capsys, config, tmp_path / 'run')
     assert not (tmp_path / 'run').exists()
+
+
+def test_trainer_refuses_a_restart_with_other_settings(quickstart_run, tmp_path, capsys):
+    """Restarting the quickstart's run with another gamma is the trainer's one-line error, exit status 2, and the
+    run directory keeps its checkpoints and options."""
+    workdir = tmp_path / 'run'
+    shutil.copytree(quickstart_run[0], workdir)
+    options = (workdir / 'training_options.json').read_text()
+    config = quickstart.quickstart_config('stylegan2', str(workdir / 'digits16'))
+    config.gamma = 0.5
+    line = _refused(capsys, config, workdir)
+    assert line.startswith(f'error: {workdir}/checkpoints step 2 was trained with other settings (gamma: 0.1 -> '
+                           '0.5). A run restarted in its workdir continues that run'), line
+    assert (workdir / 'training_options.json').read_text() == options
 
 
 def test_trainer_data_resumes_at_its_position(quickstart_run):

@@ -35,6 +35,15 @@ def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bo
                                                       meta=ocp.args.JsonSave(meta)), force=force)
 
 
+def latest_meta(manager: ocp.CheckpointManager) -> Optional[Tuple[int, dict]]:
+    """(step, meta) of the newest committed checkpoint, its JSON item only (the state is not read: the caller can
+    compare the saved config with its own before restoring arrays of possibly other shapes); None if none."""
+    step = manager.latest_step()
+    if step is None:
+        return None
+    return step, manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state) -> Optional[Tuple[Any, dict, int]]:
     """(state, meta, step) of the newest committed checkpoint, restored with the shardings of
     `abstract_state` (a pytree of jax.ShapeDtypeStruct); None if the directory has none."""

@@ -14,7 +14,8 @@ Set them explicitly to pin them.
 """
 
 import ast
-from typing import Optional
+import json
+from typing import List, Optional, Tuple
 
 from ml_collections import config_dict
 
@@ -431,6 +432,31 @@ def resolve(config, num_devices: int, c_dim: int = 0, img_channels: int = 3,
                          pl_batch_shrink=c.pl_batch_shrink, pl_decay=c.pl_decay,
                          blur_init_sigma=c.blur_init_sigma, blur_fade_kimg=c.blur_fade_kimg)
     return config_dict.FrozenConfigDict(c)
+
+#----------------------------------------------------------------------------
+# Resuming.
+
+# What a run restarted in its workdir may change: where and how the data is read, the schedule, logging,
+# checkpoints and metrics, and remat (the same values, other memory). Every other field changes the networks, the
+# optimisation or the random stream, so a run resumed with it changed would not be the run its checkpoint holds.
+RESUMABLE_FIELDS = frozenset({
+    'data', 'data_dir', 'workers', 'prefetch', 'batch_gpu', 'remat', 'kimg', 'tick', 'snap', 'keep_checkpoints',
+    'nan_policy', 'resume', 'metrics', 'detector_dir', 'metrics_cache_dir'})
+
+
+class ResumeConflict(ValueError):
+    """A run restarted in its workdir with settings its checkpoint was not trained with (`resume_changes`)."""
+
+
+def resume_changes(saved: dict, run) -> List[Tuple[str, object, object]]:
+    """[(field, saved value, new value)]: the fields outside RESUMABLE_FIELDS whose resolved value in `run` (a
+    `resolve` result) differs from `saved` (the resolved config a checkpoint stores), plus the dataset's c_dim
+    and img_channels. Values are compared in the JSON form the checkpoint stores them in; a field the saved config
+    does not have is not compared. The device count is free to change: the global batch is what the config
+    fixes."""
+    new = json.loads(json.dumps(run.to_dict(), default=str))
+    fields = (set(base_config(run.cfg).keys()) | {'c_dim', 'img_channels'}) - RESUMABLE_FIELDS
+    return [(k, saved[k], new[k]) for k in sorted(fields) if k in saved and saved[k] != new[k]]
 
 #----------------------------------------------------------------------------
 # The `get_config(arg)` string.

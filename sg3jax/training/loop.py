@@ -98,7 +98,6 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     log(f'process {jax.process_index()} holding {jax.local_device_count()}/{jax.device_count()} devices')
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / 'training_options.json').write_text(json.dumps(run.to_dict(), indent=2, default=str))
 
     # State: created already replicated (never built on the host and copied).
     key = jax.random.key(run.seed)
@@ -109,9 +108,19 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     # Resume order: 1. the newest checkpoint in workdir (a restarted or preempted run); 2. config.resume;
     # 3. from scratch.
     manager = ckpt.make_manager(workdir, max_to_keep=run.keep_checkpoints)
-    restored = ckpt.restore_latest(manager, abstract)
-    if restored is not None:
-        state, meta, step = restored
+    latest = ckpt.latest_meta(manager)
+    if latest is not None:
+        # The saved config is compared before any array is read, so that another architecture gets this
+        # message rather than Orbax's shape errors.
+        changes = config_lib.resume_changes(latest[1].get('config', {}), run)
+        if changes:
+            listed = '; '.join(f'{k}: {old!r} -> {new!r}' for k, old, new in changes)
+            raise config_lib.ResumeConflict(
+                f'{workdir}/checkpoints step {latest[0]} was trained with other settings ({listed}). A run '
+                f'restarted in its workdir continues that run: it may change only '
+                f'{", ".join(sorted(config_lib.RESUMABLE_FIELDS))} and the device count. Restore those values, '
+                f'or train with the new ones in a new --workdir')
+        state, meta, step = ckpt.restore_latest(manager, abstract)
         log(f'resuming from {workdir}/checkpoints step {step} ({meta["nimg"] / 1000:.1f} kimg)')
     elif run.resume:
         raise NotImplementedError(f'config.resume ({run.resume!r}: fine-tuning from another run or an official '
@@ -120,9 +129,13 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
                                   'official pickles for sampling')
     else:
         state = jax.jit(lambda k: steps_lib.init_state(k, spec), out_shardings=repl)(k_init)
-        step = 0
-    nimg = step * run.batch_size
-    data = make_data(run, step)
+        step, meta = 0, {'nimg': 0, 'data_position': 0}
+    if is_main:     # after the resume check: a refused restart leaves the run's own options in place
+        (workdir / 'training_options.json').write_text(json.dumps(run.to_dict(), indent=2, default=str))
+    # The image count and the data position are the checkpoint's (the batch size cannot have changed: see
+    # config.resume_changes).
+    nimg = int(meta['nimg'])
+    data = make_data(run, int(meta['data_position']))
 
     def to_device(host):
         """This process's uint8 slice -> the global float batch in [-1, 1], sharded on `data`."""
