@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 # test's time, and a resumed run, a second process or another test of the same spec compiles the same programs
 # again. The directory is made here, in the first process (pytest's, before its workers start; they inherit the
 # variable), and removed when that process exits. JAX_COMPILATION_CACHE_DIR set by the caller is used (and kept)
-# instead: .ci/run sets one for its whole run.
+# instead (CI runs one pytest session, so it needs none).
 if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
     _cache = tempfile.mkdtemp(prefix='sg3jax-tests-xla-cache-')
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)

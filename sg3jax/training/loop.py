@@ -115,6 +115,7 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
         changes = config_lib.resume_changes(latest[1].get('config', {}), run)
         if changes:
             listed = '; '.join(f'{k}: {old!r} -> {new!r}' for k, old, new in changes)
+            manager.close()
             raise config_lib.ResumeConflict(
                 f'{workdir}/checkpoints step {latest[0]} was trained with other settings ({listed}). A run '
                 f'restarted in its workdir continues that run: it may change only '
