@@ -1,6 +1,7 @@
 """Runs the real training loop on a tiny config with a deterministic in-memory dataset (for test_loop.py).
 
     python train_worker.py WORKDIR KIMG [--cfg NAME] [--pause-after-checkpoint STEP] [--nan-at-step STEP]
+                                        [--devices N] [--batch N]
 
 The dataset: 64 fixed 16x16 RGB images; global batch i is a fixed function of i, so a resumed run sees exactly
 the batches an uninterrupted one would have seen next. The run uses ADA (aug='ada' with a short ada_kimg, so p
@@ -9,10 +10,12 @@ moves within the run), so the augmentation state is trained, checkpointed and re
 --pause-after-checkpoint STEP: once the checkpoint of STEP is committed, print `PAUSED STEP` and wait for a line
 on stdin: the test sends its signal at that exact point (no polling, no race with a fast run), then lets the run
 go on. --nan-at-step STEP: batch STEP holds NaN images (a corrupt input), so the run must stop with its message.
+--devices N: N simulated CPU devices (default 1); --batch N: the global batch (default the tiny config's 8).
 """
 
 import argparse
 import importlib.util
+import os
 import pathlib
 import sys
 
@@ -80,9 +83,15 @@ if __name__ == '__main__':
     parser.add_argument('--cfg', default='stylegan3_t')
     parser.add_argument('--pause-after-checkpoint', type=int, default=None)
     parser.add_argument('--nan-at-step', type=int, default=None)
+    parser.add_argument('--devices', type=int, default=1)
+    parser.add_argument('--batch', type=int, default=None)
     args = parser.parse_args()
+    # Simulated CPU devices: set before JAX starts its backend (the first device query, in loop.train).
+    os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.devices}"
     config = worker_config(args.cfg)
     config.kimg = args.kimg
+    if args.batch is not None:
+        config.batch_size = args.batch
     from sg3jax.training import checkpoint as ckpt
     from sg3jax.training import loop
     loop.grid_shape = small_grid
