@@ -448,13 +448,19 @@ class ResumeConflict(ValueError):
     """A run restarted in its workdir with settings its checkpoint was not trained with (`resume_changes`)."""
 
 
+def stored_form(run) -> dict:
+    """A `resolve` result as plain JSON values (tuples as lists, other objects as strings): what a checkpoint
+    stores as its config, and what `resume_changes` compares with it."""
+    return json.loads(json.dumps(run.to_dict(), default=str))
+
+
 def resume_changes(saved: dict, run) -> List[Tuple[str, object, object]]:
     """[(field, saved value, new value)]: the fields outside RESUMABLE_FIELDS whose resolved value in `run` (a
     `resolve` result) differs from `saved` (the resolved config a checkpoint stores), plus the dataset's c_dim
     and img_channels. Values are compared in the JSON form the checkpoint stores them in; a field the saved config
     does not have is not compared. The device count is free to change: the global batch is what the config
     fixes."""
-    new = json.loads(json.dumps(run.to_dict(), default=str))
+    new = stored_form(run)
     fields = (set(base_config(run.cfg).keys()) | {'c_dim', 'img_channels'}) - RESUMABLE_FIELDS
     return [(k, saved[k], new[k]) for k in sorted(fields) if k in saved and saved[k] != new[k]]
 

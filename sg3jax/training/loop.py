@@ -131,6 +131,7 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     else:
         state = jax.jit(lambda k: steps_lib.init_state(k, spec), out_shardings=repl)(k_init)
         step, meta = 0, {'nimg': 0, 'data_position': 0}
+    run_config = config_lib.stored_form(run)     # the config each checkpoint records
     if is_main:     # after the resume check: a refused restart leaves the run's own options in place
         (workdir / 'training_options.json').write_text(json.dumps(run.to_dict(), indent=2, default=str))
     # The image count and the data position are the checkpoint's (the batch size cannot have changed: see
@@ -234,8 +235,7 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
             # Snapshots (every `snap` ticks, at the end, and on preemption): checkpoint, export, image grid.
             maint_start = time.time()
             if done or preempted or cur_tick % run.snap == 0:
-                meta = {'nimg': nimg, 'data_position': step, 'config': json.loads(json.dumps(run.to_dict(),
-                                                                                                default=str))}
+                meta = {'nimg': nimg, 'data_position': step, 'config': run_config}
                 ckpt.save(manager, step, state, meta, force=True)
                 snapshot = workdir / f'network-snapshot-{nimg // 1000:06d}'
                 ckpt.export_generator(snapshot, state['G_ema'], state['buffers']['G_ema'], G_cfg,
