@@ -12,6 +12,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from faults import file_size_limit
 from sg3jax import dataset_tool
 from sg3jax.data import DatasetError, convert_dataset, open_dataset
 
@@ -305,6 +306,19 @@ def test_cli_error_exit_code_and_message(tmp_path, capsys):
     assert code == 2 and err.startswith('error: --source ') and 'no such file or directory' in err
     assert not (tmp_path / 'out').exists()
 
+
+
+def test_a_failed_write_is_one_error_naming_dest_and_leaves_nothing(folder, tmp_path, capsys):
+    """Every write past 1 KB fails (as on a full disk) while the tool writes 16x16 images: exit status 2, one
+    line naming --dest and the write that failed, no dataset and no temporary folder."""
+    dest = tmp_path / 'out'
+    with file_size_limit(1024):
+        code = dataset_tool.main(['--source', str(folder), '--dest', str(dest)])
+    errors = [l for l in capsys.readouterr().err.replace('\r', '\n').splitlines() if l.startswith('error')]
+    assert code == 2 and len(errors) == 1, errors         # (the rest of stderr is the progress bar)
+    assert errors[0].startswith(f'error: --dest {dest}: writing the dataset failed (') and 'File too large' in errors[0]
+    assert errors[0].endswith('nothing was written')
+    assert not dest.exists() and not _leftovers(tmp_path)
 
 def test_cli_module_writes_and_reads_without_tensorflow(folder, tmp_path):
     """`python -m sg3jax.dataset_tool`, then read the dataset through the pipeline: TensorFlow is never imported,

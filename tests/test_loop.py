@@ -1,7 +1,8 @@
-"""The real training loop: outputs, ADA, exact resume after SIGKILL, clean exit with a checkpoint on SIGTERM, and
-the stop on a non-finite loss."""
+"""The real training loop: outputs, ADA, exact resume after SIGKILL (between saves and during one), a damaged
+newest checkpoint, clean exit with a checkpoint on SIGTERM, and the stop on a non-finite loss."""
 
 import json
+import os
 import pathlib
 import shutil
 import signal
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import train_worker
+from faults import file_size_limit
 from sg3jax.training import checkpoint as ckpt
 from sg3jax.training import config as C
 from sg3jax.training import loop
@@ -112,6 +114,51 @@ def test_sigkill_then_resume_is_exact(uninterrupted, tmp_path):
         np.testing.assert_array_equal(b, a, err_msg=jax.tree_util.keystr(path))
 
 
+
+def _assert_equal_states(state, ref):
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ref), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(b, a, err_msg=jax.tree_util.keystr(path))
+
+
+def test_sigkill_during_an_async_save_resumes_from_the_last_committed_step(uninterrupted, tmp_path):
+    """SIGKILL while the step-5 save is in flight (its files written to Orbax's temporary directory, not yet
+    committed): the restart never sees step 5, resumes from step 1 (Orbax removes the temporary directory), and
+    ends bitwise where the uninterrupted run ends."""
+    ref_dir, _ = uninterrupted
+    w = Worker(tmp_path, '--hang-in-save', '5')
+    in_flight = pathlib.Path(w.wait_for('SAVING 5 ').split()[2])
+    w.p.send_signal(signal.SIGKILL)
+    w.p.wait()
+    assert in_flight.is_dir() and in_flight.parent == tmp_path / 'checkpoints'
+    assert sorted(p.name for p in in_flight.parent.iterdir()) == sorted(['1', in_flight.name])
+    out = Worker(tmp_path).finish()
+    assert f'resuming from {tmp_path}/checkpoints step 1 ' in out, out
+    assert not in_flight.exists()
+    step, _, state = _final_state(tmp_path)
+    ref_step, _, ref = _final_state(ref_dir)
+    assert step == ref_step == 8
+    _assert_equal_states(state, ref)
+
+
+def test_a_truncated_newest_checkpoint_falls_back_and_the_run_ends_where_it_would_have(uninterrupted, tmp_path):
+    """The newest checkpoint of a finished run (step 8) loses half of its largest file; restarted, the run
+    reports it, moves it to damaged-checkpoints/, resumes from step 5 and trains steps 6-8 again, ending bitwise
+    where it ended before."""
+    ref_dir, _ = uninterrupted
+    workdir = tmp_path / 'run'
+    shutil.copytree(ref_dir, workdir)
+    step_dir = workdir / 'checkpoints' / '8'
+    data = max((p for p in (step_dir / 'state').rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
+    os.truncate(data, data.stat().st_size // 2)
+    out = Worker(workdir).finish()
+    assert f'checkpoint {step_dir} cannot be restored (ValueError: OUT_OF_RANGE: ' in out, out
+    assert f'moved {step_dir} to {workdir}/damaged-checkpoints/8' in out
+    assert f'resuming from {workdir}/checkpoints step 5 ' in out
+    assert (workdir / 'damaged-checkpoints' / '8' / 'state').is_dir()
+    step, _, state = _final_state(workdir)
+    assert step == 8
+    _assert_equal_states(state, _final_state(ref_dir)[2])
+
 def test_restart_with_other_settings_is_refused_before_anything_is_read(uninterrupted, tmp_path):
     """A restart whose config changes the networks or the optimisation is one error naming each field with both
     values, raised before the state is restored (other channel counts: Orbax would fail on the shapes); the run
@@ -190,3 +237,14 @@ def test_metrics_at_snapshots(tmp_path, monkeypatch):
     assert [r['snapshot_pkl'] for r in records] == ['network-snapshot-000000', 'network-snapshot-000000']
     assert all(r['metric'] == 'eqt50k_int' and np.isfinite(r['results']['eqt50k_int']) for r in records)
     assert any(l.startswith('eqt50k_int: eqt50k_int ') for l in lines)
+
+
+def test_a_failed_grid_write_names_it_and_leaves_the_previous_grid(tmp_path):
+    images = np.random.RandomState(0).uniform(-1, 1, [8, 32, 32, 3])
+    path = tmp_path / 'fakes000004.png'
+    loop.save_image_grid(images, path, (4, 2))
+    before = path.read_bytes()
+    with file_size_limit(1024), pytest.raises(OSError) as e:
+        loop.save_image_grid(-images, path, (4, 2))
+    assert str(e.value).startswith(f'{path}: the sample grid could not be written (') and 'File too large' in str(e.value)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name] and path.read_bytes() == before

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from sg3jax import quickstart, train
+from sg3jax.training import checkpoint as ckpt
 from sg3jax.training import config as C
 from subprocess_env import subprocess_env
 from train_worker import load_config
@@ -145,6 +146,23 @@ def test_trainer_refuses_a_restart_with_other_settings(quickstart_run, tmp_path,
                            '0.5). A run restarted in its workdir continues that run'), line
     assert (workdir / 'training_options.json').read_text() == options
 
+
+
+def test_trainer_refuses_a_workdir_whose_checkpoints_all_fail(quickstart_run, tmp_path, capsys):
+    """Every checkpoint of the quickstart's run loses its commit marker: one line listing each step and why,
+    exit status 2, and the step directories stay where they are."""
+    workdir = tmp_path / 'run'
+    shutil.copytree(quickstart_run[0], workdir)
+    steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir())
+    for step in steps:
+        (workdir / 'checkpoints' / str(step) / ckpt.COMMIT_MARKER).unlink()
+    config = quickstart.quickstart_config('stylegan2', str(workdir / 'digits16'))
+    line = _refused(capsys, config, workdir)
+    listed = '; '.join(f'{s}: FileNotFoundError: commit_success.txt is missing: its save did not complete'
+                       for s in reversed(steps))
+    assert line == (f'error: {workdir}/checkpoints: no checkpoint can be restored ({listed}). Nothing was changed; '
+                    'move these step directories away to start this run from scratch'), line
+    assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()) == steps
 
 def test_trainer_data_resumes_at_its_position(quickstart_run):
     """The trainer's input (train.make_data_fn, what loop.train gets) started at step k yields exactly the batches

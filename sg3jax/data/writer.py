@@ -15,7 +15,8 @@ uncompressed with group_size 1 so each image is one random read (TFDS's own Arra
 default brotli, which would cost CPU and save nothing on noisy pixels).
 
 Atomicity: everything goes to a hidden `.DEST.tmp-PID` folder beside dest, is read back, then renamed to dest in
-one step; any error (or Ctrl-C) removes the folder, so dest is either complete or absent.
+one step; any error (or Ctrl-C) removes the folder, so dest is either complete or absent. A failed write (a full
+disk) is a DatasetError naming dest.
 """
 
 import contextlib
@@ -62,8 +63,12 @@ def atomic_directory(dest):
         if os.path.isdir(dest):
             os.rmdir(dest)                        # empty (checked): rename cannot replace a directory otherwise
         os.rename(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, RuntimeError)):
+            # A full disk or a quota (ArrayRecord reports its write failures as RuntimeError): one error naming
+            # the destination, not the temporary folder.
+            raise DatasetError(f'--dest {dest}: writing the dataset failed ({e}); nothing was written') from e
         raise
 
 

@@ -3,7 +3,8 @@
 Two artefacts:
   * the training checkpoint: the whole training state (G, D, G_ema, both optimiser states, buffers, step, nimg)
     plus a JSON item (resolved config, data-iterator position, ...), through `ocp.CheckpointManager`:
-    asynchronous, keep-N, each step committed atomically (written to a temporary directory, then renamed);
+    asynchronous, keep-N, each step committed atomically (written to a temporary directory, then renamed); a
+    restart takes the newest step that restores (`restore_newest`: damaged ones are reported and set aside);
   * the sampling export: G_ema's params and buffers and the G config only, which `restore_generator` loads
     without any optimiser state (the file that gen_images, gen_video and notebooks take).
 """
@@ -18,6 +19,7 @@ from typing import Any, Optional, Tuple
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 #----------------------------------------------------------------------------
 # Training checkpoints.
@@ -35,24 +37,99 @@ def save(manager: ocp.CheckpointManager, step: int, state, meta: dict, force: bo
                                                       meta=ocp.args.JsonSave(meta)), force=force)
 
 
-def latest_meta(manager: ocp.CheckpointManager) -> Optional[Tuple[int, dict]]:
-    """(step, meta) of the newest committed checkpoint, its JSON item only (the state is not read: the caller can
-    compare the saved config with its own before restoring arrays of possibly other shapes); None if none."""
-    step = manager.latest_step()
-    if step is None:
-        return None
-    return step, manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+# Orbax writes this file into a step's temporary directory just before renaming it into place, so every
+# committed step has it; a step directory without it was not written by a completed save.
+COMMIT_MARKER = 'commit_success.txt'
+DAMAGED_DIR = 'damaged-checkpoints'     # beside `checkpoints`: where steps that cannot be restored are moved
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state) -> Optional[Tuple[Any, dict, int]]:
-    """(state, meta, step) of the newest committed checkpoint, restored with the shardings of
-    `abstract_state` (a pytree of jax.ShapeDtypeStruct); None if the directory has none."""
-    step = manager.latest_step()
-    if step is None:
-        return None
-    out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                        meta=ocp.args.JsonRestore()))
-    return out['state'], out['meta'], step
+class NoUsableCheckpoint(RuntimeError):
+    """A workdir holds checkpoints, and none of them can be restored."""
+
+
+def restore_newest(manager: ocp.CheckpointManager, abstract_state, check_meta=None,
+                   log=print) -> Optional[Tuple[Any, dict, int]]:
+    """(state, meta, step) of the newest checkpoint that restores, with the shardings of `abstract_state` (a
+    pytree of jax.ShapeDtypeStruct); None if the directory has none. Call on every process.
+
+    A step that cannot be restored (no commit marker, unreadable or incomplete JSON item, arrays that do not
+    read back) is reported through `log` with its path and reason, and the previous step is tried; on more than
+    one process, a step counts as restored only if it restored on all of them. Once an older step restores, the
+    newer damaged ones are moved, never deleted, to `<workdir>/damaged-checkpoints/` (so the run can save those
+    steps again). If no step restores, NoUsableCheckpoint lists each with its reason and nothing is moved.
+
+    `check_meta(step, meta)` runs on each step's JSON item before its arrays are read: it may raise (a config
+    that does not match), and that error is not a damaged checkpoint, so it propagates."""
+    root = pathlib.Path(manager.directory)
+    failures = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        path = root / str(step)
+        meta, reason = None, None
+        try:
+            if not (path / COMMIT_MARKER).is_file():
+                raise FileNotFoundError(f'{COMMIT_MARKER} is missing: its save did not complete')
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+            missing = [k for k in ('nimg', 'data_position') if not isinstance(meta, dict) or k not in meta]
+            if missing:
+                raise KeyError(f'its JSON item lacks {", ".join(missing)}')
+        except Exception as e:  # noqa: BLE001 -- any failure to read makes this step unusable, reported below
+            reason = _reason(e)
+        reason = _agree(reason)
+        if reason is None:
+            if check_meta is not None:
+                check_meta(step, meta)
+            try:
+                state = manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state)))['state']
+            except Exception as e:  # noqa: BLE001
+                reason = _reason(e)
+            reason = _agree(reason)
+            if reason is None:
+                if failures:
+                    _move_damaged(manager, [p for p, _ in failures], log)
+                return state, meta, step
+        log(f'checkpoint {path} cannot be restored ({reason}); trying the one before it')
+        failures.append((path, reason))
+    if failures:
+        listed = '; '.join(f'{p.name}: {r}' for p, r in failures)
+        raise NoUsableCheckpoint(f'{root}: no checkpoint can be restored ({listed}). Nothing was changed; move '
+                                 f'these step directories away to start this run from scratch')
+    return None
+
+
+def _reason(e: BaseException) -> str:
+    """The first line of the innermost explicit cause (Orbax wraps TensorStore's precise message, e.g. a byte
+    range past the end of a truncated file, in a long generic one)."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = (str(e).strip().splitlines() or [''])[0]
+    return f'{type(e).__name__}: {text[:800]}'
+
+
+def _agree(reason: Optional[str]) -> Optional[str]:
+    """None only if every process restored the step; else this process's reason, or the first failed peer."""
+    if jax.process_count() == 1:
+        return reason
+    ok = multihost_utils.process_allgather(np.array([reason is None], np.int32))
+    if reason is None and not ok.all():
+        reason = f'unreadable on process {int(np.argmin(ok.reshape(-1)))}'
+    return reason
+
+
+def _move_damaged(manager, paths, log):
+    dest = paths[0].parent.parent / DAMAGED_DIR
+    if jax.process_index() == 0:
+        dest.mkdir(exist_ok=True)
+        for p in paths:
+            target = dest / p.name
+            n = 1
+            while target.exists():      # a step damaged a second time keeps both copies
+                target, n = dest / f'{p.name}.{n}', n + 1
+            os.replace(p, target)
+            log(f'moved {p} to {target}')
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices('sg3jax: damaged checkpoints moved')
+    manager.reload()
 
 #----------------------------------------------------------------------------
 # Sampling export.
@@ -63,12 +140,17 @@ EXPORT_FORMAT = 'sg3jax-generator-v1'
 def export_generator(path, params, buffers, G_cfg: dict, extra: Optional[dict] = None):
     """Writes {params, buffers} and `generator.json` (format tag, G config, `extra`) to directory `path`,
     atomically: everything goes to a temporary sibling first, which is renamed into place only when complete.
-    An existing export at `path` is replaced. Call from every process (Orbax saves collectively); only
-    process 0 writes the JSON and renames."""
+    An existing export at `path` is replaced. A failed write (a full disk) raises OSError naming `path` and
+    leaves nothing behind. Call from every process (Orbax saves collectively); only process 0 writes the JSON
+    and renames."""
     path = pathlib.Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{path.name}.tmp-', dir=path.parent)) \
-        if jax.process_index() == 0 else None
+    tmp = None
+    if jax.process_index() == 0:
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{path.name}.tmp-', dir=path.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)       # mkdtemp's 0700 would make the export private to this user
     tmp = _broadcast_path(tmp)
     try:
         ckptr = ocp.StandardCheckpointer()
@@ -84,16 +166,18 @@ def export_generator(path, params, buffers, G_cfg: dict, extra: Optional[dict] =
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if jax.process_index() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception):    # a full disk, a quota, a lost mount: one error naming the export
+            raise OSError(f'{path}: the export could not be written ({_reason(e)}); its temporary directory was '
+                          f'removed, and a previous export there, if any, is unchanged') from e
         raise
 
 
 def _broadcast_path(p):
     if jax.process_count() == 1:
         return p
-    from jax.experimental import multihost_utils
     s = str(p) if p is not None else ''
     buf = np.frombuffer(s.encode().ljust(4096, b'\0'), np.uint8)
     buf = multihost_utils.broadcast_one_to_all(buf)
@@ -101,7 +185,8 @@ def _broadcast_path(p):
 
 
 def restore_generator(path):
-    """(params, buffers, G_cfg) from an `export_generator` directory; a clear error names what is wrong."""
+    """(params, buffers, G_cfg) from an `export_generator` directory, on this process's first device; a clear
+    error names what is wrong."""
     path = pathlib.Path(path).absolute()
     meta_file = path / 'generator.json'
     if not meta_file.is_file():
@@ -115,6 +200,10 @@ def restore_generator(path):
     from sg3jax.networks import generator
     G_cfg = meta['G_cfg']
     abstract = jax.eval_shape(lambda k: generator.init(k, G_cfg), jax.random.key(0))
+    # Onto this process's first device, whatever the devices that wrote it (an export from a pod, read on a
+    # laptop): without a sharding Orbax would rebuild the writer's and refuse the topology.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
     target = {'params': abstract[0], 'buffers': abstract[1]}
     try:
         tree = ocp.StandardCheckpointer().restore(path / 'arrays', target)

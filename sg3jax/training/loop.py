@@ -14,6 +14,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from sg3jax.networks import generator
@@ -55,30 +56,39 @@ def save_image_grid(images, path, grid):
     n, h, w, c = img.shape
     img = img.reshape(gh, gw, h, w, c).transpose(0, 2, 1, 3, 4).reshape(gh * h, gw * w, c)
     tmp = pathlib.Path(f'{path}.tmp')
-    Image.fromarray(img[:, :, 0] if c == 1 else img, 'L' if c == 1 else 'RGB').save(tmp, format='PNG')
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(img[:, :, 0] if c == 1 else img, 'L' if c == 1 else 'RGB').save(tmp, format='PNG')
+        os.replace(tmp, path)
+    except OSError as e:    # a full disk: no half-written PNG left behind, and the error names the grid
+        tmp.unlink(missing_ok=True)
+        raise OSError(f'{path}: the sample grid could not be written ({e})') from e
 
 
 class _Preemption:
-    """SIGTERM (TPU preemption, SLURM time limit) sets a flag; the loop checkpoints and exits at the next step."""
+    """SIGTERM (TPU preemption, SLURM time limit): the loop checkpoints and exits at the next step.
+
+    One process: a Python handler sets a flag. Several (jax.distributed): JAX's preemption service takes the
+    signal, tells every process, and `reached_preemption_sync_point` is true at the same step on all of them. A
+    Python handler there would replace the service's own (so it would never hear of the signal) and stop only
+    the signalled host, whose checkpoint save then waits forever for peers still training."""
 
     def __init__(self):
         self.flag = False
-        self._old = signal.signal(signal.SIGTERM, self._handle)
+        self._multi = jax.process_count() > 1
+        self._old = None if self._multi else signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
         del signum, frame
         self.flag = True
 
     def reached(self, step):
-        if jax.process_count() > 1:
-            # All hosts must agree on the step: JAX's preemption sync point (needs jax.distributed).
-            from jax.experimental import multihost_utils
-            return self.flag or multihost_utils.reached_preemption_sync_point(step)
+        if self._multi:
+            return multihost_utils.reached_preemption_sync_point(step)
         return self.flag
 
     def restore(self):
-        signal.signal(signal.SIGTERM, self._old)
+        if not self._multi:
+            signal.signal(signal.SIGTERM, self._old)
 
 
 def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
@@ -108,20 +118,26 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     # Resume order: 1. the newest checkpoint in workdir (a restarted or preempted run); 2. config.resume;
     # 3. from scratch.
     manager = ckpt.make_manager(workdir, max_to_keep=run.keep_checkpoints)
-    latest = ckpt.latest_meta(manager)
-    if latest is not None:
-        # The saved config is compared before any array is read, so that another architecture gets this
-        # message rather than Orbax's shape errors.
-        changes = config_lib.resume_changes(latest[1].get('config', {}), run)
+
+    def check_saved_config(saved_step, saved_meta):
+        # Before any array is read, so that another architecture gets this message rather than Orbax's shape
+        # errors.
+        changes = config_lib.resume_changes(saved_meta.get('config', {}), run)
         if changes:
             listed = '; '.join(f'{k}: {old!r} -> {new!r}' for k, old, new in changes)
-            manager.close()
             raise config_lib.ResumeConflict(
-                f'{workdir}/checkpoints step {latest[0]} was trained with other settings ({listed}). A run '
+                f'{workdir}/checkpoints step {saved_step} was trained with other settings ({listed}). A run '
                 f'restarted in its workdir continues that run: it may change only '
                 f'{", ".join(sorted(config_lib.RESUMABLE_FIELDS))} and the device count. Restore those values, '
                 f'or train with the new ones in a new --workdir')
-        state, meta, step = ckpt.restore_latest(manager, abstract)
+
+    try:
+        restored = ckpt.restore_newest(manager, abstract, check_meta=check_saved_config, log=log)
+    except BaseException:
+        manager.close()
+        raise
+    if restored is not None:
+        state, meta, step = restored
         log(f'resuming from {workdir}/checkpoints step {step} ({meta["nimg"] / 1000:.1f} kimg)')
     elif run.resume:
         raise NotImplementedError(f'config.resume ({run.resume!r}: fine-tuning from another run or an official '
