@@ -103,8 +103,9 @@ def make_data_fn(config):
 def run_trainer(config, workdir, dry_run=False):
     """The trainer: checks the arguments, the config and the dataset before anything compiles or is written (a
     bad one is one line naming the field or path, exit status 2), then trains or dry-runs; a restart that its
-    workdir's checkpoint refuses (config.ResumeConflict), or a workdir none of whose checkpoints restores
-    (checkpoint.NoUsableCheckpoint), is such a line too. Returns the exit status."""
+    workdir's checkpoint refuses (config.ResumeConflict), a workdir none of whose checkpoints restores
+    (checkpoint.NoUsableCheckpoint) and a config.resume source that cannot be read or does not fit
+    (transfer.ResumeSourceError) are such a line too. Returns the exit status."""
     import jax
     from sg3jax.data import DatasetError
     from sg3jax.training import config as config_lib
@@ -122,10 +123,11 @@ def run_trainer(config, workdir, dry_run=False):
     if dry_run:
         dry_run_phases(config)
         return 0
-    from sg3jax.training import checkpoint, loop
+    from sg3jax.training import checkpoint, loop, transfer
     try:
         loop.train(config, workdir, make_data=make_data_fn(config), c_dim=c_dim, img_channels=img_channels)
-    except (config_lib.ResumeConflict, checkpoint.NoUsableCheckpoint) as e:   # found before training starts
+    except (config_lib.ResumeConflict, checkpoint.NoUsableCheckpoint, transfer.ResumeSourceError) as e:
+        # Found once the workdir's checkpoints or the resume source are read, still before training.
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0

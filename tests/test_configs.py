@@ -51,6 +51,10 @@ def test_every_config_file_and_variant_loads(cfg):
         assert config.cfg == cfg
         assert set(config.keys()) == set(C.base_config(cfg).keys()), arg
         if config.gamma is not None:
+            if '://' in config.resume:      # the MetFaces rows: NVIDIA's URL, to download first (refused)
+                with pytest.raises(NotImplementedError, match='downloading is not implemented'):
+                    C.resolve(config, num_devices=8)
+                config.resume = '/models/' + config.resume.rsplit('/', 1)[1]
             C.resolve(config, num_devices=1 if arg and 'tiny' in arg else 8)
 
 
@@ -255,6 +259,20 @@ def test_validation_data_and_fields():
     with pytest.raises(ValueError, match=r'config\.batch_size \(8\) must be divisible .* times config\.batch_gpu'):
         C.validate(get('stylegan3-r', 'tiny,data=x'), 8)
 
+
+def test_resume_urls_are_refused_before_the_run():
+    """The MetFaces presets name NVIDIA's download URL; sg3jax reads local files only, so validation refuses the
+    URL with what to do, and a local path (read at step 0) passes, with resume_kimg."""
+    config = get('stylegan3-t', 'preset=metfaces-1024,data=/data/metfaces')
+    with pytest.raises(NotImplementedError, match=r"config\.resume \('https://api\.ngc\.nvidia\.com/.*/stylegan3-t-"
+                                                  r"ffhq-1024x1024\.pkl'\): downloading is not implemented; download "
+                                                  r"the file first \(e\.g\. wget\) and pass --config\.resume=LOCAL_PATH"):
+        C.validate(config, 8)
+    config.resume, config.resume_kimg = '/models/stylegan3-t-ffhq-1024x1024.pkl', 5000.0
+    C.validate(config, 8)
+    config.resume_kimg = -1.0
+    with pytest.raises(ValueError, match='config.resume_kimg'):
+        C.validate(config, 8)
 
 def test_metrics_on_several_processes_are_refused_before_the_run():
     """Metrics at snapshots run in one process for now: on a pod (several jax.distributed processes) the config is

@@ -159,6 +159,49 @@ def test_a_truncated_newest_checkpoint_falls_back_and_the_run_ends_where_it_woul
     assert step == 8
     _assert_equal_states(state, _final_state(ref_dir)[2])
 
+
+FROZEN = ('b16.fromrgb', 'b16.conv0', 'b16.conv1')     # --freezed 3 in the tiny 16 px D
+
+
+def _fine_tuned(state, source, fresh_p=True):
+    """The fine-tuning run's frozen D layers are bitwise the source run's, the rest of D has moved on."""
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(source['D']), jax.tree.leaves(state['D'])):
+        name = jax.tree_util.keystr(path)
+        if any(name.startswith(f"['{blk}']['{layer}']") for blk, layer in (f.split('.') for f in FROZEN)):
+            np.testing.assert_array_equal(b, a, err_msg=name)
+        else:
+            assert np.abs(b - a).max() > 0, name
+
+
+def test_fine_tuning_from_a_run_with_freeze_d(uninterrupted, tmp_path):
+    """--resume=<the uninterrupted run> --freezed=3: the run reports what it copied, trains from step 0 with a
+    fresh ADA p (the config's, as the official trainer), and ends with its frozen D layers bitwise those of the
+    source run's final D and every other D layer moved on."""
+    ref_dir, _ = uninterrupted
+    out = Worker(tmp_path, '--resume', str(ref_dir), '--freezed', '3').finish()
+    assert f'resume: G: ' in out and f'tensors from {ref_dir} (run)' in out and 'left at' not in out, out
+    stats = [json.loads(l) for l in (tmp_path / 'stats.jsonl').read_text().splitlines()]
+    assert stats[0]['Progress/kimg'] == pytest.approx(0.008) and stats[0]['Progress/augment'] == 0
+    step, _, state = _final_state(tmp_path)
+    assert step == 8
+    _fine_tuned(state, _final_state(ref_dir)[2])
+
+
+@pytest.mark.slow
+def test_an_interrupted_fine_tuning_run_continues_exactly(uninterrupted, tmp_path):
+    """Killed after its step-5 checkpoint and restarted with the same --resume, the fine-tuning run resumes from
+    its own checkpoint (the source is read only at step 0) and ends bitwise where an uninterrupted one ends."""
+    ref_dir, _ = uninterrupted
+    args = ('--resume', str(ref_dir), '--freezed', '3')
+    Worker(tmp_path / 'whole', *args).finish()
+    w = Worker(tmp_path / 'run', *args, '--pause-after-checkpoint', '5')
+    w.wait_for('PAUSED 5')
+    w.p.send_signal(signal.SIGKILL)
+    w.p.wait()
+    out = Worker(tmp_path / 'run', *args).finish()
+    assert f'resuming from {tmp_path}/run/checkpoints step 5 ' in out and 'resume: ' not in out, out
+    _assert_equal_states(_final_state(tmp_path / 'run')[2], _final_state(tmp_path / 'whole')[2])
+
 def test_restart_with_other_settings_is_refused_before_anything_is_read(uninterrupted, tmp_path):
     """A restart whose config changes the networks or the optimisation is one error naming each field with both
     values, raised before the state is restored (other channel counts: Orbax would fail on the shapes); the run

@@ -120,8 +120,8 @@ def test_bad_inputs_name_the_field():
         generator.spec(dict(g_cfg, conv_kernal=1))
     with pytest.raises(ValueError, match='img must have shape'):
         discriminator.apply(dp, jnp.zeros([2, 3, 32, 32]), jnp.zeros([2, 10]), d_cfg)   # NCHW by mistake
-    with pytest.raises(NotImplementedError, match='Freeze-D'):
-        discriminator.spec(dict(d_cfg, block_kwargs={'freeze_layers': 2}))
+    with pytest.raises(ValueError, match='block_kwargs.freeze_layers must be a non-negative int'):
+        discriminator.spec(dict(d_cfg, block_kwargs={'freeze_layers': -1}))
 
 
 def test_init_matches_official_initialisation_rules():

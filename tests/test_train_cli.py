@@ -164,6 +164,19 @@ def test_trainer_refuses_a_workdir_whose_checkpoints_all_fail(quickstart_run, tm
                     'move these step directories away to start this run from scratch'), line
     assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()) == steps
 
+
+def test_trainer_refuses_a_resume_source_it_cannot_use(quickstart_run, tmp_path, capsys):
+    """--config.resume naming nothing, or a file that is no network pickle: one line each, no checkpoint."""
+    config = quickstart.quickstart_config('stylegan2', str(quickstart_run[0] / 'digits16'))
+    config.resume = str(tmp_path / 'missing.pkl')
+    assert _refused(capsys, config, tmp_path / 'run') == (f'error: config.resume {tmp_path}/missing.pkl: no such '
+                                                          'file or directory')
+    (tmp_path / 'notes.pkl').write_text('not a pickle')
+    config.resume = str(tmp_path / 'notes.pkl')
+    assert _refused(capsys, config, tmp_path / 'run').startswith(f'error: config.resume: {tmp_path}/notes.pkl: ')
+    assert not list((tmp_path / 'run' / 'checkpoints').iterdir())
+
+
 def test_trainer_data_resumes_at_its_position(quickstart_run):
     """The trainer's input (train.make_data_fn, what loop.train gets) started at step k yields exactly the batches
     k, k+1, ... of an uninterrupted one: a resumed run continues with the next unseen images."""

@@ -1,7 +1,8 @@
 """Runs the real training loop on a tiny config with a deterministic in-memory dataset (for test_loop.py).
 
     python train_worker.py WORKDIR KIMG [--cfg NAME] [--pause-after-checkpoint STEP] [--hang-in-save STEP]
-                                        [--nan-at-step STEP] [--devices N] [--batch N]
+                                        [--nan-at-step STEP] [--devices N] [--batch N] [--resume PATH]
+                                        [--freezed N]
 
 The dataset: 64 fixed 16x16 RGB images; global batch i is a fixed function of i, so a resumed run sees exactly
 the batches an uninterrupted one would have seen next. The run uses ADA (aug='ada' with a short ada_kimg, so p
@@ -10,12 +11,15 @@ moves within the run), so the augmentation state is trained, checkpointed and re
 --pause-after-checkpoint STEP: once the checkpoint of STEP is committed, print `PAUSED STEP` and wait for a line
 on stdin: the test sends its signal at that exact point (no polling, no race with a fast run), then lets the run
 go on. --hang-in-save STEP: the asynchronous save of STEP stops after its files are written and before Orbax
-commits it (renames its temporary directory into place); it prints `SAVING STEP` there and hangs, so that the test
-kills the process while that save is in flight. --nan-at-step STEP: batch STEP holds NaN images (a corrupt input), so the run must stop with its message.
+commits it (renames its temporary directory into place); it prints `SAVING STEP` there and hangs, so that the
+test kills the process while that save is in flight. --nan-at-step STEP: batch STEP holds NaN images (a corrupt
+input), so the run must stop with its message.
+
 --devices N: N simulated CPU devices (default 1; per process); --batch N: the global batch (default the tiny
-config's 8). --process-id I --num-processes N --port P: process I of an N-process jax.distributed job (gloo
-collectives, coordinator on 127.0.0.1:P); each process loads only its slice of every batch and prints
-`GRID NAME process I` for each sample grid it writes.
+config's 8). --resume PATH, --freezed N: config.resume and config.freezed (fine-tuning, Freeze-D).
+--process-id I --num-processes N --port P: process I of an N-process jax.distributed job (gloo collectives,
+coordinator on 127.0.0.1:P); each process loads only its slice of every batch and prints `GRID NAME process I`
+for each sample grid it writes.
 """
 
 import argparse
@@ -111,6 +115,8 @@ if __name__ == '__main__':
     parser.add_argument('--nan-at-step', type=int, default=None)
     parser.add_argument('--devices', type=int, default=1)
     parser.add_argument('--batch', type=int, default=None)
+    parser.add_argument('--resume', default='')
+    parser.add_argument('--freezed', type=int, default=0)
     parser.add_argument('--process-id', type=int, default=0)
     parser.add_argument('--num-processes', type=int, default=1)
     parser.add_argument('--port', type=int, default=None)
@@ -126,6 +132,7 @@ if __name__ == '__main__':
     config.kimg = args.kimg
     if args.batch is not None:
         config.batch_size = args.batch
+    config.resume, config.freezed = args.resume, args.freezed
     from sg3jax.training import checkpoint as ckpt
     from sg3jax.training import loop
     loop.grid_shape = small_grid

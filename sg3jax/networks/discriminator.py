@@ -50,6 +50,7 @@ class DSpec:
     mbstd_group_size: Optional[int]
     mbstd_num_channels: int
     mapping_kwargs: str       # json
+    freeze_layers: int = 0    # Freeze-D: the first layers of the blocks (see `trainable`)
 
 
 def d_spec(c_dim, img_resolution, img_channels, **kwargs) -> DSpec:
@@ -67,9 +68,8 @@ def _d_spec_cached(c_dim, img_resolution, img_channels, kwargs_json):
     for name, kw, allowed in (('block_kwargs', bk, _BLOCK_KEYS), ('epilogue_kwargs', ek, _EPILOGUE_KEYS)):
         if set(kw) - allowed:
             raise ValueError(f'unknown {name} option(s) {sorted(set(kw) - allowed)}')
-    if bk.get('freeze_layers', 0):
-        raise NotImplementedError('Freeze-D (block_kwargs.freeze_layers > 0, official --freezed) is not implemented '
-                                  'yet')
+    if not isinstance(bk.get('freeze_layers', 0), int) or bk.get('freeze_layers', 0) < 0:
+        raise ValueError(f'block_kwargs.freeze_layers must be a non-negative int, got {bk["freeze_layers"]!r}')
     if img_resolution < 8 or img_resolution & (img_resolution - 1):
         raise ValueError(f'img_resolution must be a power of two >= 8, got {img_resolution}')
     if o['architecture'] not in ('orig', 'skip', 'resnet'):
@@ -87,7 +87,30 @@ def _d_spec_cached(c_dim, img_resolution, img_channels, kwargs_json):
     return DSpec(c_dim, img_resolution, img_channels, o['architecture'], blocks, ch[4], cmap_dim, o['conv_clamp'],
                  bk.get('activation', 'lrelu'), tuple(float(v) for v in bk.get('resample_filter', (1, 3, 3, 1))),
                  ek.get('mbstd_group_size', 4), ek.get('mbstd_num_channels', 1),
-                 json.dumps(o['mapping_kwargs'], sort_keys=True))
+                 json.dumps(o['mapping_kwargs'], sort_keys=True), bk.get('freeze_layers', 0))
+
+
+def block_layers(spec: DSpec):
+    """[(block, layer)] of the D blocks in the official layer order, from the highest resolution down and within
+    a block fromrgb (first block, or 'skip'), conv0, conv1, skip ('resnet'): what Freeze-D counts."""
+    layers = []
+    for blk in spec.blocks:
+        if blk.in_channels == 0 or spec.architecture == 'skip':
+            layers.append((blk.name, 'fromrgb'))
+        layers += [(blk.name, 'conv0'), (blk.name, 'conv1')]
+        if spec.architecture == 'resnet':
+            layers.append((blk.name, 'skip'))
+    return layers
+
+
+def trainable(params, spec: DSpec):
+    """A pytree of bools like `params`: False for the weights and biases of the first `spec.freeze_layers` block
+    layers (official --freezed: those layers are built with trainable=False, so no optimiser sees them); the
+    epilogue (b4) and the label mapping always train."""
+    frozen = set(block_layers(spec)[:spec.freeze_layers])
+    return {name: {layer: jax.tree.map(lambda _, keep=(name, layer) not in frozen: keep, leaves)
+                   for layer, leaves in sub.items()}
+            for name, sub in params.items()}
 
 
 def _mapping_kwargs(spec):

@@ -131,6 +131,28 @@ def _move_damaged(manager, paths, log):
         multihost_utils.sync_global_devices('sg3jax: damaged checkpoints moved')
     manager.reload()
 
+def read_training_state(path) -> Tuple[Any, dict, int]:
+    """(state, meta, step) of another run, read onto this process's first device whatever devices wrote it:
+    `path` is a run directory, its `checkpoints` directory (the newest committed step) or one step directory.
+    For fine-tuning from it (`config.resume`); the state's arrays keep the shapes the run saved."""
+    path = pathlib.Path(path).absolute()
+    if (path / 'checkpoints').is_dir():
+        path = path / 'checkpoints'
+    if not (path / 'state').is_dir():
+        steps = sorted((int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / COMMIT_MARKER).is_file()),
+                       reverse=True) if path.is_dir() else []
+        if not steps:
+            raise FileNotFoundError(f'{path}: no committed sg3jax checkpoint here (expected a run directory, its '
+                                    f'checkpoints/ or one of its step directories)')
+        path = path / str(steps[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    saved = ocp.StandardCheckpointer().metadata(path / 'state').item_metadata
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+    state = ocp.StandardCheckpointer().restore(path / 'state', target)
+    meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path / 'meta', args=ocp.args.JsonRestore())
+    return state, meta, int(path.name)
+
+
 #----------------------------------------------------------------------------
 # Sampling export.
 

@@ -103,8 +103,11 @@ def base_config(cfg: str) -> config_dict.ConfigDict:
     c.tick               = 4.0          # Progress line and stats every N kimg [official: 4].
     c.snap               = 50           # Checkpoint (and image snapshot) every N ticks [official: 50].
     c.seed               = 0            # Random seed [official: 0].
-    c.resume             = ''           # Start from these weights (transfer learning; official --resume); ''
-                                        # = none. An interrupted run resumes from --workdir by itself.
+    c.resume             = ''           # Start from these weights (transfer learning; official --resume): an
+                                        # NVIDIA .pkl, an sg3jax run directory or checkpoint, or a sampling
+                                        # export (training/transfer.py); '' = none. Read at step 0 only: an
+                                        # interrupted run resumes from --workdir by itself.
+    c.resume_kimg        = 0.0          # The kimg a fine-tuning run starts counting from [official: 0].
     c.keep_checkpoints   = 5            # Checkpoints kept in --workdir (the latest N).
     c.nan_policy         = 'stop'       # Non-finite loss: 'stop' the run, or 'skip' that update.
     c.metrics            = ''           # Quality metrics at every snapshot, comma separated, e.g.
@@ -348,7 +351,12 @@ def validate(config, num_devices: int, require_data: bool = True, num_processes:
     int_at_least('snap', 1)
     int_at_least('seed', 0)
     int_at_least('keep_checkpoints', 1)
-    need(isinstance(c.resume, str), 'resume', 'must be a string (path or URL; empty for none)')
+    need(isinstance(c.resume, str), 'resume', 'must be a string (a path; empty for none)')
+    if '://' in c.resume:
+        # Downloading is deferred: the official trainer fetches URLs itself, ours reads local files only.
+        raise NotImplementedError(f'config.resume ({c.resume!r}): downloading is not implemented; download the '
+                                  f'file first (e.g. wget) and pass --config.resume=LOCAL_PATH')
+    num_in('resume_kimg', 0)
     need(c.nan_policy in NAN_POLICIES, 'nan_policy', f'must be one of {NAN_POLICIES}')
     need(isinstance(c.metrics, str), 'metrics', "must be a comma-separated string of metric names, e.g. "
          "'fid50k_full,kid50k_full' ('' or 'none' for no metrics)")
@@ -441,7 +449,7 @@ def resolve(config, num_devices: int, c_dim: int = 0, img_channels: int = 3,
 # optimisation or the random stream, so a run resumed with it changed would not be the run its checkpoint holds.
 RESUMABLE_FIELDS = frozenset({
     'data', 'data_dir', 'workers', 'prefetch', 'batch_gpu', 'remat', 'kimg', 'tick', 'snap', 'keep_checkpoints',
-    'nan_policy', 'resume', 'metrics', 'detector_dir', 'metrics_cache_dir'})
+    'nan_policy', 'resume', 'resume_kimg', 'metrics', 'detector_dir', 'metrics_cache_dir'})
 
 
 class ResumeConflict(ValueError):

@@ -21,6 +21,7 @@ from sg3jax.networks import generator
 from sg3jax.training import checkpoint as ckpt
 from sg3jax.training import config as config_lib
 from sg3jax.training import steps as steps_lib
+from sg3jax.training import transfer
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -139,14 +140,18 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     if restored is not None:
         state, meta, step = restored
         log(f'resuming from {workdir}/checkpoints step {step} ({meta["nimg"] / 1000:.1f} kimg)')
-    elif run.resume:
-        raise NotImplementedError(f'config.resume ({run.resume!r}: fine-tuning from another run or an official '
-                                  '.pkl) is not implemented yet; an interrupted run resumes by itself when '
-                                  'restarted in the same workdir, and `python -m sg3jax.legacy_convert` reads '
-                                  'official pickles for sampling')
     else:
         state = jax.jit(lambda k: steps_lib.init_state(k, spec), out_shardings=repl)(k_init)
-        step, meta = 0, {'nimg': 0, 'data_position': 0}
+        start_nimg = int(run.resume_kimg * 1000)
+        if run.resume:
+            # Fine-tuning (official --resume): weights by name into the fresh state, read on every process.
+            source = transfer.load_source(run.resume)
+            host = transfer.apply_source(jax.device_get(state), source, spec.G_cfg, spec.D_cfg, run.resume,
+                                         log=log if is_main else lambda s: None)
+            state = jax.tree.map(lambda x: jax.make_array_from_process_local_data(repl, np.asarray(x)), host)
+        if start_nimg:      # official cur_nimg = resume_kimg * 1000: the ramp-ups and the end count from there
+            state = {**state, 'nimg': jax.make_array_from_process_local_data(repl, np.int32(start_nimg))}
+        step, meta = 0, {'nimg': start_nimg, 'data_position': 0}
     run_config = config_lib.stored_form(run)     # the config each checkpoint records
     if is_main:     # after the resume check: a refused restart leaves the run's own options in place
         (workdir / 'training_options.json').write_text(json.dumps(run.to_dict(), indent=2, default=str))

@@ -118,6 +118,18 @@ def make_optimizer(lr, reg_interval):
     return optax.adam(lr * r, b1=0.0 ** r, b2=0.99 ** r, eps=1e-8)
 
 
+def freeze_d(tx, D_cfg):
+    """Freeze-D (official --freezed): `tx` for D's trainable parameters, and for the frozen first layers
+    (`discriminator.trainable`) a zero update and no optimiser state, so they stay bitwise as they are. `tx`
+    itself when nothing is frozen."""
+    spec = discriminator.spec(D_cfg)
+    if not spec.freeze_layers:
+        return tx
+    params = jax.eval_shape(lambda k: discriminator.init(k, D_cfg)[0], jax.random.key(0))
+    labels = jax.tree.map(lambda t: 'train' if t else 'frozen', discriminator.trainable(params, spec))
+    return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+
+
 def init_state(key, spec: TrainSpec):
     """The initial training state (G_ema starts as a copy of G, as the official deepcopy)."""
     k_g, k_d = jax.random.split(key)
@@ -126,7 +138,7 @@ def init_state(key, spec: TrainSpec):
     state = {
         'G': G, 'D': D, 'G_ema': jax.tree.map(jnp.copy, G),   # distinct buffers: the state is donated
         'G_opt': make_optimizer(spec.glr, spec.G_reg_interval).init(G),
-        'D_opt': make_optimizer(spec.dlr, spec.D_reg_interval).init(D),
+        'D_opt': freeze_d(make_optimizer(spec.dlr, spec.D_reg_interval), spec.D_cfg).init(D),
         'buffers': {'G': G_buffers, 'G_ema': jax.tree.map(jnp.copy, G_buffers),
                     'pl_mean': jnp.zeros([], jnp.float32)},
         'step': jnp.zeros([], jnp.int32), 'nimg': jnp.zeros([], jnp.int32),
@@ -187,7 +199,7 @@ def make_steps(spec: TrainSpec, mesh=None) -> Dict[str, Callable]:
     Phases whose regularisation is disabled are absent."""
     G_cfg, D_cfg = spec.G_cfg, spec.D_cfg
     G_tx = make_optimizer(spec.glr, spec.G_reg_interval)
-    D_tx = make_optimizer(spec.dlr, spec.D_reg_interval)
+    D_tx = freeze_d(make_optimizer(spec.dlr, spec.D_reg_interval), D_cfg)
     mbstd = chunked_minibatch_std(mesh, spec.batch_gpu)
     z_dim = G_cfg['z_dim']
     # SG2 trains with the dense (non-fused) modconv, as the official fused_modconv_default='inference_only'.
