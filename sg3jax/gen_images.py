@@ -10,9 +10,9 @@ export, a training workdir (its newest network-snapshot-*) or an NVIDIA .pkl. Se
 z = np.random.RandomState(s).randn(1, z_dim), so seeds pick the same latents as the official tool; images are
 rendered in jitted batches of --batch-size.
 
-Differences from the official tool: --trunc-cutoff (truncate only the first N ws; default all); for conditional
-networks --trunc pulls toward the mean w of --class (estimated from 10,000 mapped z), where the official tool uses
-the global w_avg; --translate/--rotate on a StyleGAN2 network is an error (the official tool ignores them);
+Differences from the official tool, all options: --trunc-cutoff (truncate only the first N ws; default all);
+--trunc-center=class (conditional networks: truncate toward the mean w of --class, estimated from 10,000 mapped z,
+instead of the official global w_avg); --translate/--rotate on a StyleGAN2 network is an error (the official tool ignores them);
 --noise-mode random (StyleGAN2) draws noise from jax.random.key(seed).
 """
 
@@ -33,6 +33,7 @@ def build_parser():
     p.add_argument('--trunc', dest='truncation_psi', type=float, default=1.0, help='truncation psi (default 1)')
     p.add_argument('--trunc-cutoff', dest='truncation_cutoff', type=int, default=None, metavar='N',
                    help='truncate only the first N ws (default: all)')
+    cli.add_trunc_center(p)
     p.add_argument('--class', dest='class_idx', type=int, default=None, help='class label (conditional networks)')
     p.add_argument('--noise-mode', choices=['const', 'random', 'none'], default='const',
                    help='noise mode (StyleGAN2; default const)')
@@ -44,7 +45,8 @@ def build_parser():
 
 
 def generate_images(G, seeds, outdir, truncation_psi=1.0, truncation_cutoff=None, class_idx=None,
-                    noise_mode='const', translate=(0.0, 0.0), rotate=0.0, batch_size=16, progress=True):
+                    noise_mode='const', translate=(0.0, 0.0), rotate=0.0, batch_size=16, progress=True,
+                    trunc_center='w_avg'):
     """Writes outdir/seed{seed:04d}.png for every seed; returns the paths. G: (params, buffers, cfg)."""
     G = sampling.as_generator(G)
     seeds = cli.parse_seeds(seeds)
@@ -60,7 +62,7 @@ def generate_images(G, seeds, outdir, truncation_psi=1.0, truncation_cutoff=None
         transform = sampling.input_transform(translate, rotate)
     elif translate != (0.0, 0.0) or rotate != 0:
         raise cli.ToolError('--translate/--rotate move the StyleGAN3 input; this is a StyleGAN2 network')
-    center = sampling.truncation_center(G, class_idx, truncation_psi)
+    center = sampling.truncation_center(G, class_idx, truncation_psi, trunc_center)
     os.makedirs(outdir, exist_ok=True)
     seeds = list(dict.fromkeys(seeds))       # a repeated seed is one file
     paths = []
@@ -79,7 +81,7 @@ def generate_images(G, seeds, outdir, truncation_psi=1.0, truncation_cutoff=None
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = cli.parse_args(parser, argv)
 
     def run(a):
         cli.parse_seeds(a.seeds)                   # refuse bad flags before loading anything
@@ -87,7 +89,7 @@ def main(argv=None):
         print(f'Loading networks from "{a.network}"...', file=sys.stderr)
         G = sampling.Generator(*load.load_generator(a.network))
         return generate_images(G, a.seeds, a.outdir, a.truncation_psi, a.truncation_cutoff, a.class_idx,
-                               a.noise_mode, a.translate, a.rotate, a.batch_size)
+                               a.noise_mode, a.translate, a.rotate, a.batch_size, trunc_center=a.trunc_center)
     return cli.run_main(parser, run, args)
 
 

@@ -7,7 +7,8 @@ For every (row seed, column seed) pair the image takes the row seed's ws and rep
 by the column seed's. Writes, as the official tool, OUTDIR/{row}-{col}.png for every pair, {s}-{s}.png for every
 seed alone (the matrix's header row and column), and OUTDIR/grid.png: a black top-left cell, the column seeds'
 images along the top, the row seeds' down the left, the mixes inside. Truncation applies to all ws, toward w_avg
-(official); for conditional networks (--class, which the official tool does not offer) toward that class's mean w.
+(official); for conditional networks (--class, which the official tool does not offer) --trunc-center=class
+truncates toward that class's mean w instead.
 
 --rows/--cols/--styles take the gen_images seed syntax ('0,1,4-6'), a superset of the official tool's (either a
 list or one range). All PNGs are written atomically.
@@ -32,6 +33,7 @@ def build_parser():
     p.add_argument('--trunc', dest='truncation_psi', type=float, default=1.0, help='truncation psi (default 1)')
     p.add_argument('--noise-mode', choices=['const', 'random', 'none'], default='const',
                    help='noise mode (StyleGAN2; default const)')
+    cli.add_trunc_center(p)
     p.add_argument('--class', dest='class_idx', type=int, default=None, help='class label (conditional networks)')
     p.add_argument('--outdir', required=True, metavar='DIR')
     p.add_argument('--batch-size', type=int, default=16, help='images per jitted batch (default 16)')
@@ -39,7 +41,7 @@ def build_parser():
 
 
 def generate_style_mix(G, row_seeds, col_seeds, col_styles, outdir, truncation_psi=1.0, noise_mode='const',
-                       class_idx=None, batch_size=16):
+                       class_idx=None, batch_size=16, trunc_center='w_avg'):
     """Writes the official style-mixing outputs (module docstring) to `outdir`; returns the grid's path."""
     G = sampling.as_generator(G)
     row_seeds = cli.parse_seeds(row_seeds, '--rows')
@@ -55,7 +57,7 @@ def generate_style_mix(G, row_seeds, col_seeds, col_styles, outdir, truncation_p
 
     # W vectors of every seed, truncated over all ws as the official `w_avg + (w - w_avg) * psi`.
     all_seeds = list(dict.fromkeys(row_seeds + col_seeds))
-    center = sampling.truncation_center(G, class_idx, truncation_psi)
+    center = sampling.truncation_center(G, class_idx, truncation_psi, trunc_center)
     z = sampling.z_from_seeds(all_seeds, G.spec.z_dim)
     all_w = sampling.mapping(G, z, sampling.labels(G, class_idx, len(z)), truncation_psi, None, center, batch_size)
     w_dict = dict(zip(all_seeds, all_w))
@@ -90,7 +92,7 @@ def generate_style_mix(G, row_seeds, col_seeds, col_styles, outdir, truncation_p
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = cli.parse_args(parser, argv)
 
     def run(a):
         cli.parse_seeds(a.row_seeds, '--rows')
@@ -99,7 +101,7 @@ def main(argv=None):
         print(f'Loading networks from "{a.network}"...', file=sys.stderr)
         G = sampling.Generator(*load.load_generator(a.network))
         return generate_style_mix(G, a.row_seeds, a.col_seeds, a.col_styles, a.outdir, a.truncation_psi,
-                                  a.noise_mode, a.class_idx, a.batch_size)
+                                  a.noise_mode, a.class_idx, a.batch_size, a.trunc_center)
     return cli.run_main(parser, run, args)
 
 

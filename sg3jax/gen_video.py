@@ -9,8 +9,9 @@ official tool. Seed i of cell (x, y) at keyframe k is seeds[(y*W + x)*K + k mod 
 --shuffle-seed shuffle), as officially. The video is num_keyframes * w_frames frames; without --num-keyframes,
 the number of seeds must be divisible by W*H and num_keyframes = len(seeds) / (W*H).
 
-Differences from the official tool: conditional networks are supported (--class, truncation toward that class's
-mean w, see sg3jax/tools/sampling.py); --trunc-cutoff; frames are rendered in jitted batches. The MP4 is written
+Differences from the official tool: conditional networks are supported (--class; truncation toward the global
+w_avg as official, or with --trunc-center=class toward that class's mean w, see sg3jax/tools/sampling.py);
+--trunc-cutoff; frames are rendered in jitted batches. The MP4 is written
 to a temporary file and renamed into place. Needs imageio and imageio-ffmpeg (which bundles an ffmpeg binary).
 """
 
@@ -37,6 +38,7 @@ def build_parser():
     p.add_argument('--trunc', dest='truncation_psi', type=float, default=1.0, help='truncation psi (default 1)')
     p.add_argument('--trunc-cutoff', dest='truncation_cutoff', type=int, default=None, metavar='N',
                    help='truncate only the first N ws (default: all)')
+    cli.add_trunc_center(p)
     p.add_argument('--class', dest='class_idx', type=int, default=None, help='class label (conditional networks)')
     p.add_argument('--output', required=True, metavar='FILE', help='output .mp4 filename')
     p.add_argument('--batch-size', type=int, default=16, help='images per jitted batch (default 16)')
@@ -73,7 +75,7 @@ def interpolator(ws_keyframes, kind='cubic', wraps=2):
 
 def gen_interp_video(G, mp4, seeds, shuffle_seed=None, w_frames=120, kind='cubic', grid_dims=(1, 1),
                      num_keyframes=None, wraps=2, psi=1.0, cutoff=None, class_idx=None, fps=60, codec='libx264',
-                     bitrate='12M', batch_size=16, progress=True):
+                     bitrate='12M', batch_size=16, progress=True, trunc_center='w_avg'):
     """Writes the interpolation video to `mp4` (atomically). G: (params, buffers, cfg)."""
     import imageio
     G = sampling.as_generator(G)
@@ -88,7 +90,7 @@ def gen_interp_video(G, mp4, seeds, shuffle_seed=None, w_frames=120, kind='cubic
     num_keyframes = kf.shape[2]
     cells = grid_w * grid_h
 
-    center = sampling.truncation_center(G, class_idx, psi)
+    center = sampling.truncation_center(G, class_idx, psi, trunc_center)
     z = sampling.z_from_seeds(kf.reshape(-1), G.spec.z_dim)
     ws = sampling.mapping(G, z, sampling.labels(G, class_idx, len(z)), psi, cutoff, center, batch_size)
     ws = ws.reshape(cells, num_keyframes, *ws.shape[1:]).astype(np.float64)     # cells in row-major grid order
@@ -119,7 +121,7 @@ def gen_interp_video(G, mp4, seeds, shuffle_seed=None, w_frames=120, kind='cubic
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = cli.parse_args(parser, argv)
 
     def run(a):
         cli.parse_seeds(a.seeds)
@@ -130,7 +132,7 @@ def main(argv=None):
         G = sampling.Generator(*load.load_generator(a.network))
         return gen_interp_video(G, a.output, a.seeds, a.shuffle_seed, a.w_frames, grid_dims=a.grid,
                                 num_keyframes=a.num_keyframes, psi=a.truncation_psi, cutoff=a.truncation_cutoff,
-                                class_idx=a.class_idx, batch_size=a.batch_size)
+                                class_idx=a.class_idx, batch_size=a.batch_size, trunc_center=a.trunc_center)
     return cli.run_main(parser, run, args)
 
 

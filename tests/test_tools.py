@@ -198,10 +198,16 @@ def test_gen_images_class_conditional(nets, tmp_path):
     net = str(nets['cond'])
     for k in (0, 2):
         gen_images.main(['--network', net, '--seeds', '1-2', '--class', str(k), '--trunc', '0',
-                         '--outdir', str(tmp_path / f'k{k}')] + BATCH)
-    # psi = 0 truncates to the class mean: seeds agree within a class, classes differ.
+                         '--outdir', str(tmp_path / f'w{k}')] + BATCH)
+        gen_images.main(['--network', net, '--seeds', '1-2', '--class', str(k), '--trunc', '0', '--trunc-center',
+                         'class', '--outdir', str(tmp_path / f'k{k}')] + BATCH)
+    # By default (official) psi = 0 truncates every class to the global w_avg: one image for all seeds and classes.
+    for f in ('w0/seed0002.png', 'w2/seed0001.png'):
+        np.testing.assert_array_equal(_png(tmp_path / f), _png(tmp_path / 'w0/seed0001.png'))
+    # --trunc-center=class: to the class mean, so seeds agree within a class and classes differ.
     np.testing.assert_array_equal(_png(tmp_path / 'k0/seed0001.png'), _png(tmp_path / 'k0/seed0002.png'))
     assert not np.array_equal(_png(tmp_path / 'k0/seed0001.png'), _png(tmp_path / 'k2/seed0001.png'))
+    assert not np.array_equal(_png(tmp_path / 'k0/seed0001.png'), _png(tmp_path / 'w0/seed0001.png'))
     # The class mean is the mean mapped w of that class.
     mean = sampling.class_mean_w(G, 2, num=2000, batch_size=1000)
     z = jax.random.normal(jax.random.fold_in(jax.random.key(0), 0), (1000, 16))
@@ -220,6 +226,8 @@ def test_gen_images_argument_errors(nets, tmp_path, capsys):
     _usage_error(capsys, gen_images.main, ['--network', u, '--seeds', '1', '--translate', '0.3'] + out,
                  "--translate '0.3'")
     _usage_error(capsys, gen_images.main, ['--network', c, '--seeds', '1'] + out, 'must specify class label')
+    _usage_error(capsys, gen_images.main, ['--network', u, '--seeds', '1', '--trunc', '0.5', '--trunc-center',
+                                           'class'] + out, '--trunc-center=class needs a conditional network')
     _usage_error(capsys, gen_images.main, ['--network', c, '--seeds', '1', '--class', '3'] + out,
                  '--class=3 is out of range: this network has c_dim=3')
     _usage_error(capsys, gen_images.main, ['--network', u, '--seeds', '1', '--trunc-cutoff', '-1'] + out,
@@ -397,3 +405,22 @@ def test_gen_images_subprocess_smoke(nets, tmp_path):
                         '--seeds', 'x', '--outdir', str(tmp_path)], capture_output=True, text=True, env=env,
                        timeout=1800)
     assert r.returncode == 2 and "--seeds 'x'" in r.stderr
+
+
+def test_flag_values_may_start_with_a_minus(nets, tmp_path):
+    """`--translate -0.3,0.25`, as the official (click) tool accepts it, is `--translate=-0.3,0.25`; a following
+    flag is still a flag."""
+    parser = gen_images.build_parser()
+    a = cli.parse_args(parser, ['--network', 'n', '--seeds', '1', '--translate', '-0.3,0.25', '--rotate', '-5',
+                                '--outdir', 'o'])
+    assert (a.translate, a.rotate, a.outdir) == ('-0.3,0.25', -5.0, 'o')
+    with pytest.raises(SystemExit):
+        cli.parse_args(parser, ['--network', 'n', '--seeds', '--outdir', 'o'])
+    net = str(nets['uncond'])
+    gen_images.main(['--network', net, '--seeds', '5', '--translate', '-0.3,0.25', '--outdir', str(tmp_path / 'a')]
+                    + BATCH)
+    gen_images.main(['--network', net, '--seeds', '5', '--translate=-0.3,0.25', '--outdir', str(tmp_path / 'b')]
+                    + BATCH)
+    gen_images.main(['--network', net, '--seeds', '5', '--outdir', str(tmp_path / 'c')] + BATCH)
+    np.testing.assert_array_equal(_png(tmp_path / 'a/seed0005.png'), _png(tmp_path / 'b/seed0005.png'))
+    assert not np.array_equal(_png(tmp_path / 'a/seed0005.png'), _png(tmp_path / 'c/seed0005.png'))

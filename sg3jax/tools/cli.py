@@ -8,6 +8,7 @@ into argparse's usage error (exit status 2).
 import contextlib
 import os
 import re
+import sys
 import tempfile
 from typing import List, Tuple
 
@@ -109,6 +110,30 @@ def save_png(path, img):
     pil = PIL.Image.fromarray(img[:, :, 0], 'L') if img.shape[2] == 1 else PIL.Image.fromarray(img, 'RGB')
     with atomic_path(path) as tmp:
         pil.save(tmp, format='PNG')
+
+
+def add_trunc_center(parser):
+    parser.add_argument('--trunc-center', dest='trunc_center', choices=['w_avg', 'class'], default='w_avg',
+                        help="truncate toward the global w_avg (official, default) or toward the mean w of --class "
+                             "(conditional networks)")
+
+
+def parse_args(parser, argv=None):
+    """parser.parse_args, taking a value that starts with '-' as the value of the flag before it, as the official
+    (click) tools do: `--translate -0.3,0.25`, which argparse alone reads as an unknown option."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    takes_value = {o for a in parser._actions if a.option_strings and a.nargs is None for o in a.option_strings}
+    options = {o for a in parser._actions for o in a.option_strings}
+    joined, i = [], 0
+    while i < len(argv):
+        if argv[i] in takes_value and i + 1 < len(argv) and argv[i + 1].startswith('-') \
+                and argv[i + 1] not in options:
+            joined.append(f'{argv[i]}={argv[i + 1]}')
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return parser.parse_args(joined)
 
 
 def run_main(parser, fn, args):

@@ -6,10 +6,11 @@ style_mixing.py), kept so a seed means the same image here as there:
   * z of seed s is np.random.RandomState(s).randn(z_dim) (float64, cast to float32 by the mapping network);
   * pixels are (img * 127.5 + 128) clamped to [0, 255] and truncated to uint8 (not rounded);
   * gen_images passes the inverse of make_transform(translate, rotate) as the StyleGAN3 input transform.
-One difference, on purpose (issue 6): for a conditional model, truncation pulls ws toward the mean w of the
-requested class instead of the global w_avg (the official tools always use w_avg, which for a conditional model
-averages over all classes, so strong truncation drifts toward other classes). The class mean is estimated by
-mapping `CLASS_MEAN_SAMPLES` z ~ N(0, I) (a fixed PRNG key) with that class's one-hot label.
+Truncation pulls ws toward the global w_avg, as the official tools, for conditional models too. As an option
+(`trunc_center='class'`, the tools' --trunc-center=class) it pulls toward the mean w of the requested class
+instead: for a conditional model w_avg averages over all classes, so strong truncation toward it drifts toward
+other classes. The class mean is estimated by mapping `CLASS_MEAN_SAMPLES` z ~ N(0, I) (a fixed PRNG key) with
+that class's one-hot label.
 
 G is a `Generator(params, buffers, cfg)` tuple; compiled functions are cached per config, so repeated calls (or
 several tools in one process, a notebook) compile once per batch shape.
@@ -162,11 +163,19 @@ def class_mean_w(G, class_idx, num=CLASS_MEAN_SAMPLES, batch_size=CLASS_MEAN_BAT
     return (total / num).astype(np.float32)
 
 
-def truncation_center(G, class_idx=None, psi=1.0, num=CLASS_MEAN_SAMPLES) -> np.ndarray:
-    """w_avg for unconditional G (official); the class mean w for a conditional G (see the module docstring).
-    With psi == 1 nothing is truncated and w_avg is returned without estimating anything."""
+TRUNC_CENTERS = ('w_avg', 'class')
+
+
+def truncation_center(G, class_idx=None, psi=1.0, trunc_center='w_avg', num=CLASS_MEAN_SAMPLES) -> np.ndarray:
+    """The w truncation pulls toward: w_avg (official), or with trunc_center='class' the mean w of `class_idx`
+    (conditional G only; see the module docstring). With psi == 1 nothing is truncated and w_avg is returned
+    without estimating anything."""
     G = as_generator(G)
-    if G.spec.c_dim == 0 or class_idx is None or psi == 1:
+    if trunc_center not in TRUNC_CENTERS:
+        raise ToolError(f'--trunc-center must be one of {", ".join(TRUNC_CENTERS)}, got {trunc_center!r}')
+    if trunc_center == 'class' and (G.spec.c_dim == 0 or class_idx is None):
+        raise ToolError('--trunc-center=class needs a conditional network and --class')
+    if trunc_center == 'w_avg' or psi == 1:
         return np.asarray(G.buffers['mapping']['w_avg'], np.float32)
     return class_mean_w(G, class_idx, num=num)
 
@@ -219,13 +228,13 @@ def synthesis(G, ws, transform=None, noise_mode='const', noise_seeds=None, batch
 
 
 def render_seeds(G, seeds, psi=1.0, cutoff=None, class_idx=None, noise_mode='const', transform=None,
-                 center=None, batch_size=16) -> np.ndarray:
+                 center=None, batch_size=16, trunc_center='w_avg') -> np.ndarray:
     """uint8 [N, H, W, C] images of `seeds` (module docstring conventions). For a conditional G pass class_idx
-    (validated); `center` overrides the truncation centre (default: w_avg, or the class mean)."""
+    (validated); `center` (a w) overrides the truncation centre, else `trunc_center` picks it."""
     G = as_generator(G)
     class_idx = check_class(G, class_idx)
     if center is None:
-        center = truncation_center(G, class_idx, psi)
+        center = truncation_center(G, class_idx, psi, trunc_center)
     z = z_from_seeds(seeds, G.spec.z_dim)
     ws = mapping(G, z, labels(G, class_idx, len(seeds)), psi, cutoff, center, batch_size)
     return synthesis(G, ws, transform, noise_mode, noise_seeds=seeds, batch_size=batch_size)
