@@ -11,9 +11,9 @@ z = np.random.RandomState(s).randn(1, z_dim), so seeds pick the same latents as 
 rendered in jitted batches of --batch-size.
 
 Differences from the official tool, all options: --trunc-cutoff (truncate only the first N ws; default all);
---trunc-center=class (conditional networks: truncate toward the mean w of --class, estimated from 10,000 mapped z,
-instead of the official global w_avg); --translate/--rotate on a StyleGAN2 network is an error (the official tool ignores them);
---noise-mode random (StyleGAN2) draws noise from jax.random.key(seed).
+--trunc-center=class (conditional networks: truncate toward the mean w of --class, estimated from 10,000 mapped
+z, instead of the official global w_avg); --translate/--rotate on a StyleGAN2 network is an error (the official
+tool ignores them); --noise-mode random (StyleGAN2) draws noise from jax.random.key(seed).
 """
 
 import argparse

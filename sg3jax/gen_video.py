@@ -11,8 +11,8 @@ the number of seeds must be divisible by W*H and num_keyframes = len(seeds) / (W
 
 Differences from the official tool: conditional networks are supported (--class; truncation toward the global
 w_avg as official, or with --trunc-center=class toward that class's mean w, see sg3jax/tools/sampling.py);
---trunc-cutoff; frames are rendered in jitted batches. The MP4 is written
-to a temporary file and renamed into place. Needs imageio and imageio-ffmpeg (which bundles an ffmpeg binary).
+--trunc-cutoff; frames are rendered in jitted batches. The MP4 is written to a temporary file and renamed into
+place. Needs imageio and imageio-ffmpeg (which bundles an ffmpeg binary).
 """
 
 import argparse

@@ -148,14 +148,8 @@ class LoopJob:
 
 
 def _final_state(workdir):
-    """The newest checkpoint's state, read onto this process's first device (it was written by other devices)."""
-    mngr = ckpt.make_manager(workdir)
-    step = mngr.latest_step()
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    saved = ckpt.ocp.StandardCheckpointer().metadata(workdir / 'checkpoints' / str(step) / 'state').item_metadata
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
-    state = mngr.restore(step, args=ckpt.ocp.args.Composite(state=ckpt.ocp.args.StandardRestore(target)))['state']
-    mngr.close()
+    """The newest checkpoint's step and state (written by other devices, read onto this process's first one)."""
+    state, _, step = ckpt.read_training_state(workdir)
     return step, jax.device_get(state)
 
 

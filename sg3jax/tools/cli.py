@@ -112,8 +112,11 @@ def save_png(path, img):
         pil.save(tmp, format='PNG')
 
 
+TRUNC_CENTERS = ('w_avg', 'class')     # what truncation pulls toward (sampling.truncation_center)
+
+
 def add_trunc_center(parser):
-    parser.add_argument('--trunc-center', dest='trunc_center', choices=['w_avg', 'class'], default='w_avg',
+    parser.add_argument('--trunc-center', dest='trunc_center', choices=TRUNC_CENTERS, default='w_avg',
                         help="truncate toward the global w_avg (official, default) or toward the mean w of --class "
                              "(conditional networks)")
 

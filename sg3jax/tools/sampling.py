@@ -27,7 +27,7 @@ import numpy as np
 
 from sg3jax.networks import generator
 from sg3jax.networks.layers import lerp
-from sg3jax.tools.cli import ToolError
+from sg3jax.tools.cli import TRUNC_CENTERS, ToolError
 
 CLASS_MEAN_SAMPLES = 10_000     # z samples per class mean w; the estimate's std error is ~1% of w's spread
 CLASS_MEAN_BATCH = 1000
@@ -161,9 +161,6 @@ def class_mean_w(G, class_idx, num=CLASS_MEAN_SAMPLES, batch_size=CLASS_MEAN_BAT
         ws = np.asarray(mapping_raw(G.params, G.buffers, z, c))[:m, 0]
         total += ws.astype(np.float64).sum(axis=0)
     return (total / num).astype(np.float32)
-
-
-TRUNC_CENTERS = ('w_avg', 'class')
 
 
 def truncation_center(G, class_idx=None, psi=1.0, trunc_center='w_avg', num=CLASS_MEAN_SAMPLES) -> np.ndarray:

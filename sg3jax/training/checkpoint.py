@@ -131,6 +131,15 @@ def _move_damaged(manager, paths, log):
         multihost_utils.sync_global_devices('sg3jax: damaged checkpoints moved')
     manager.reload()
 
+
+def _onto_first_device(abstract):
+    """`abstract` (shapes and dtypes) placed on this process's first device: the target that reads a checkpoint
+    whatever devices wrote it (a pod's, on a laptop); without a sharding Orbax rebuilds the writer's and refuses
+    another topology."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+
+
 def read_training_state(path) -> Tuple[Any, dict, int]:
     """(state, meta, step) of another run, read onto this process's first device whatever devices wrote it:
     `path` is a run directory, its `checkpoints` directory (the newest committed step) or one step directory.
@@ -145,9 +154,7 @@ def read_training_state(path) -> Tuple[Any, dict, int]:
             raise FileNotFoundError(f'{path}: no committed sg3jax checkpoint here (expected a run directory, its '
                                     f'checkpoints/ or one of its step directories)')
         path = path / str(steps[0])
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    saved = ocp.StandardCheckpointer().metadata(path / 'state').item_metadata
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+    target = _onto_first_device(ocp.StandardCheckpointer().metadata(path / 'state').item_metadata)
     state = ocp.StandardCheckpointer().restore(path / 'state', target)
     meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path / 'meta', args=ocp.args.JsonRestore())
     return state, meta, int(path.name)
@@ -221,11 +228,7 @@ def restore_generator(path):
         raise ValueError(f'{meta_file}: format {meta.get("format")!r}, expected {EXPORT_FORMAT!r}')
     from sg3jax.networks import generator
     G_cfg = meta['G_cfg']
-    abstract = jax.eval_shape(lambda k: generator.init(k, G_cfg), jax.random.key(0))
-    # Onto this process's first device, whatever the devices that wrote it (an export from a pod, read on a
-    # laptop): without a sharding Orbax would rebuild the writer's and refuse the topology.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+    abstract = _onto_first_device(jax.eval_shape(lambda k: generator.init(k, G_cfg), jax.random.key(0)))
     target = {'params': abstract[0], 'buffers': abstract[1]}
     try:
         tree = ocp.StandardCheckpointer().restore(path / 'arrays', target)
