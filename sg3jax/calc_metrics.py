@@ -7,11 +7,19 @@ The network is loaded with `sg3jax.tools.load.load_generator` (our exports and c
 Results print as the official JSON lines, and are appended to `metric-<name>.jsonl` in the run directory when
 the network lies in one (a directory with training_options.json or stats.jsonl), or in --run-dir.
 Feature networks: see `python -m sg3jax.convert_feature_nets --help`.
+
+On several hosts (a TPU pod, a SLURM allocation), run the same command on every host with SG3JAX_DISTRIBUTED=1:
+the hosts join one jax.distributed job, each generates and embeds its share of the images, and process 0 alone
+prints and writes the results (the network, the dataset and --detector-dir must be readable on every host).
 """
 
 import argparse
 import os
 import sys
+
+import jax
+
+from sg3jax import distributed
 
 
 def _bool(s):
@@ -45,6 +53,7 @@ def load_network(path):
 
 
 def main(argv=None):
+    distributed.maybe_initialize()
     from sg3jax.metrics import metric_main
     p = argparse.ArgumentParser(prog='python -m sg3jax.calc_metrics', description=__doc__.split('\n\n')[0])
     p.add_argument('--network', required=True, metavar='PATH', help='generator export or network pickle')
@@ -65,18 +74,23 @@ def main(argv=None):
         p.error(f'--metrics: unknown {", ".join(bad)}; valid: {", ".join(metric_main.list_valid_metrics())}')
     if not os.path.exists(args.network):
         p.error(f'--network: {args.network} does not exist')
-    if args.verbose:
+    verbose = args.verbose and jax.process_index() == 0
+    if verbose:
         print(f'Loading network from "{args.network}"...', file=sys.stderr)
     G = load_network(args.network)
     run_dir = args.run_dir or _find_run_dir(args.network)
     for metric in metrics:
-        if args.verbose:
+        if verbose:
             print(f'Calculating {metric}...', file=sys.stderr)
-        result = metric_main.calc_metric(metric, G=G, dataset=args.data, mirror=args.mirror,
-                                         num_devices=args.num_devices, cache_dir=args.cache_dir,
-                                         detector_dir=args.detector_dir, num_gen=args.num_gen,
-                                         progress=args.verbose)
-        metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=os.path.abspath(args.network))
+        try:
+            result = metric_main.calc_metric(metric, G=G, dataset=args.data, mirror=args.mirror,
+                                             num_devices=args.num_devices, cache_dir=args.cache_dir,
+                                             detector_dir=args.detector_dir, num_gen=args.num_gen,
+                                             progress=verbose)
+        except (ValueError, FileNotFoundError) as e:   # bad --num-devices or --data; no feature networks
+            p.error(f'{metric}: {e}')
+        if jax.process_index() == 0:
+            metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=os.path.abspath(args.network))
     return 0
 
 

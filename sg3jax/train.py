@@ -18,18 +18,12 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from sg3jax import distributed
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file: configs/<cfg>.py[:arg].',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, sample grids.')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the resolved config and the compiled memory use; exit.')
-
-
-def maybe_initialize_distributed():
-    """jax.distributed.initialize() when SG3JAX_DISTRIBUTED=1 (auto-detected on TPU pods and SLURM). Gated, as
-    big_vision's BV_JAX_INIT, because it fails on a single host with no cluster to join."""
-    import jax
-    if os.environ.get('SG3JAX_DISTRIBUTED') == '1':
-        jax.distributed.initialize()
 
 
 def dataset_properties(config):
@@ -57,8 +51,7 @@ def dry_run_phases(config):
     from sg3jax.training import steps as steps_lib
 
     c_dim, img_channels = dataset_properties(config)
-    run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels,
-                             num_processes=jax.process_count())
+    run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels)
     if jax.process_index() == 0:
         print(json.dumps(run.to_dict(), indent=2, sort_keys=True, default=str))
     spec = steps_lib.TrainSpec.from_config(run)
@@ -112,11 +105,9 @@ def run_trainer(config, workdir, dry_run=False):
     try:
         if not dry_run and not workdir:
             raise ValueError('--workdir is required (the run directory: checkpoints, logs, sample grids)')
-        config_lib.validate(config, jax.device_count(), num_processes=jax.process_count(),
-                            require_data=not dry_run)
+        config_lib.validate(config, jax.device_count(), require_data=not dry_run)
         c_dim, img_channels = dataset_properties(config)
-        config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels,
-                           num_processes=jax.process_count())
+        config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels)
     except (ValueError, NotImplementedError, DatasetError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
@@ -135,7 +126,7 @@ def run_trainer(config, workdir, dry_run=False):
 
 def main(argv):
     del argv
-    maybe_initialize_distributed()
+    distributed.maybe_initialize()
     return run_trainer(_CONFIG.value, _WORKDIR.value, dry_run=_DRY_RUN.value)
 
 

@@ -274,17 +274,6 @@ def test_resume_urls_are_refused_before_the_run():
     with pytest.raises(ValueError, match='config.resume_kimg'):
         C.validate(config, 8)
 
-def test_metrics_on_several_processes_are_refused_before_the_run():
-    """Metrics at snapshots run in one process for now: on a pod (several jax.distributed processes) the config is
-    refused by validation, before anything compiles, rather than crashing at the first snapshot."""
-    config = get('stylegan3-t', 'preset=ffhq1024,data=/data/ffhq', metrics='eqt50k_int')
-    C.validate(config, 8, num_processes=1)
-    with pytest.raises(NotImplementedError, match=r"config\.metrics \('eqt50k_int'\) on 2 processes.*"
-                                                  r"config\.metrics=none.*calc_metrics"):
-        C.resolve(config, 8, num_processes=2)
-    config.metrics = 'none'
-    C.validate(config, 8, num_processes=2)
-
 #----------------------------------------------------------------------------
 # parse_arg.
 

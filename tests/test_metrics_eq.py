@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import PIL.Image
 import pytest
 
+from tiny_metrics import fake_detectors, tiny_generator
 from sg3jax.data import convert_dataset
-from sg3jax.metrics import detectors, equivariance as eq, metric_main
-from sg3jax.networks import generator, presets
+from sg3jax.metrics import equivariance as eq, metric_main
 
 #----------------------------------------------------------------------------
 # Operators.
@@ -119,38 +119,13 @@ def test_equivariant_pattern_scores_high_and_invariant_pattern_low(which):
 #----------------------------------------------------------------------------
 # End to end.
 
-def _tiny_g(cfg='stylegan3-t', c_dim=0):
-    g_cfg, _ = presets.network_configs(cfg, 16, c_dim=c_dim, cbase=512, cmax=32, z_dim=16, w_dim=16)
-    params, buffers = generator.init(jax.random.key(0), g_cfg)
-    return params, buffers, g_cfg
-
-
 def test_tiny_stylegan3_equivariance_runs_end_to_end():
-    G = _tiny_g()
+    G = tiny_generator()
     r = metric_main.calc_metric('eqt50k_int', G=G, num_gen=8, progress=False)
     assert r['metric'] == 'eqt50k_int' and np.isfinite(r['results']['eqt50k_int'])
     assert r['num_gpus'] == 8 and r['overrides'] == dict(num_gen=8, max_real=None)
     with pytest.raises(ValueError, match='StyleGAN3'):
-        metric_main.calc_metric('eqr50k', G=_tiny_g('stylegan2'), num_gen=8, progress=False)
-
-
-def _fake_detectors():
-    """Cheap stand-ins with the detectors' call signatures: pixel statistics instead of deep features."""
-    def inception_like(p, img, return_features=True, no_output_bias=False):
-        x = img.astype(jnp.float32) / 255
-        f = jnp.concatenate([x.mean((1, 2)), x.std((1, 2)), (x ** 2).mean((1, 2)), x[:, ::4, ::4].mean((1, 2))], -1)
-        f = f @ p['w']
-        return f if return_features else jax.nn.softmax(f, axis=1)
-
-    def vgg_like(p, img, resize_images=True, return_lpips=False, return_features=False):
-        x = img.astype(jnp.float32) / 255
-        if return_lpips:
-            return x.reshape(x.shape[0], -1)[:, ::7]
-        return jnp.concatenate([x.mean((1, 2)), x.std((1, 2))], -1) @ p['w'][:6]
-
-    w = {'w': jnp.asarray(np.random.default_rng(0).standard_normal((12, 12)), jnp.float32)}
-    return {'inception': detectors.Detector('inception', w, 'fake-inception-v1', inception_like),
-            'vgg16': detectors.Detector('vgg16', w, 'fake-vgg-v1', vgg_like)}
+        metric_main.calc_metric('eqr50k', G=tiny_generator('stylegan2'), num_gen=8, progress=False)
 
 
 @pytest.fixture(scope='module')
@@ -165,8 +140,8 @@ def dataset(tmp_path_factory):
 
 
 def test_calc_metric_end_to_end_with_cache_and_report(dataset, tmp_path):
-    G = _tiny_g('stylegan2')                                        # compiles 3x faster than SG3 on CPU
-    kw = dict(G=G, dataset=dataset, cache_dir=str(tmp_path / 'cache'), detectors=_fake_detectors(), num_gen=16,
+    G = tiny_generator('stylegan2')                                 # compiles 3x faster than SG3 on CPU
+    kw = dict(G=G, dataset=dataset, cache_dir=str(tmp_path / 'cache'), detectors=fake_detectors(), num_gen=16,
               batch_size=8, progress=False)
     r1 = metric_main.calc_metric('fid50k_full', **kw)
     cached = list((tmp_path / 'cache' / 'gan-metrics').glob('ds-inception-*.npz'))
@@ -185,8 +160,8 @@ def test_calc_metric_end_to_end_with_cache_and_report(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_calc_metric_is_pr_ppl_end_to_end(dataset, tmp_path):
-    kw = dict(G=_tiny_g('stylegan2'), dataset=dataset, cache_dir=str(tmp_path / 'cache'),
-              detectors=_fake_detectors(), num_gen=16, batch_size=8, progress=False)
+    kw = dict(G=tiny_generator('stylegan2'), dataset=dataset, cache_dir=str(tmp_path / 'cache'),
+              detectors=fake_detectors(), num_gen=16, batch_size=8, progress=False)
     for name, keys in [('is50k', ['is50k_mean', 'is50k_std']),
                        ('pr50k3_full', ['pr50k3_full_precision', 'pr50k3_full_recall']), ('ppl2_wend', ['ppl2_wend']),
                        ('ppl_zfull', ['ppl_zfull'])]:
@@ -198,7 +173,7 @@ def test_calc_metric_is_pr_ppl_end_to_end(dataset, tmp_path):
 def test_calc_metrics_cli_on_an_export_in_a_run_dir(tmp_path, capsys):
     from sg3jax import calc_metrics
     from sg3jax.training.checkpoint import export_generator
-    params, buffers, g_cfg = _tiny_g()                              # same config as above: compiled step reused
+    params, buffers, g_cfg = tiny_generator()                       # same config as above: compiled step reused
     run = tmp_path / 'run'
     run.mkdir()
     (run / 'stats.jsonl').write_text('')
@@ -212,3 +187,7 @@ def test_calc_metrics_cli_on_an_export_in_a_run_dir(tmp_path, capsys):
     with pytest.raises(SystemExit):
         calc_metrics.main(['--network', str(run), '--metrics', 'fid1k'])
     assert 'unknown fid1k' in capsys.readouterr().err
+    with pytest.raises(SystemExit):                                  # one usage line, before anything compiles
+        calc_metrics.main(['--network', str(run / 'network-snapshot-000000'), '--metrics', 'eqt50k_int',
+                           '--num-devices', '9', '--verbose', '0'])
+    assert 'error: eqt50k_int: num_devices (9) must be between 1 and the 8 devices present' in capsys.readouterr().err

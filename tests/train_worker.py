@@ -2,7 +2,7 @@
 
     python train_worker.py WORKDIR KIMG [--cfg NAME] [--pause-after-checkpoint STEP] [--hang-in-save STEP]
                                         [--nan-at-step STEP] [--devices N] [--batch N] [--resume PATH]
-                                        [--freezed N]
+                                        [--freezed N] [--metrics NAMES]
 
 The dataset: 64 fixed 16x16 RGB images; global batch i is a fixed function of i, so a resumed run sees exactly
 the batches an uninterrupted one would have seen next. The run uses ADA (aug='ada' with a short ada_kimg, so p
@@ -16,13 +16,15 @@ test kills the process while that save is in flight. --nan-at-step STEP: batch S
 input), so the run must stop with its message.
 
 --devices N: N simulated CPU devices (default 1; per process); --batch N: the global batch (default the tiny
-config's 8). --resume PATH, --freezed N: config.resume and config.freezed (fine-tuning, Freeze-D).
+config's 8). --resume PATH, --freezed N: config.resume and config.freezed (fine-tuning, Freeze-D). --metrics
+NAMES: config.metrics, each computed on 8 samples.
 --process-id I --num-processes N --port P: process I of an N-process jax.distributed job (gloo collectives,
 coordinator on 127.0.0.1:P); each process loads only its slice of every batch and prints `GRID NAME process I`
 for each sample grid it writes.
 """
 
 import argparse
+import functools
 import importlib.util
 import os
 import pathlib
@@ -117,6 +119,7 @@ if __name__ == '__main__':
     parser.add_argument('--batch', type=int, default=None)
     parser.add_argument('--resume', default='')
     parser.add_argument('--freezed', type=int, default=0)
+    parser.add_argument('--metrics', default='')
     parser.add_argument('--process-id', type=int, default=0)
     parser.add_argument('--num-processes', type=int, default=1)
     parser.add_argument('--port', type=int, default=None)
@@ -132,7 +135,9 @@ if __name__ == '__main__':
     config.kimg = args.kimg
     if args.batch is not None:
         config.batch_size = args.batch
-    config.resume, config.freezed = args.resume, args.freezed
+    config.resume, config.freezed, config.metrics = args.resume, args.freezed, args.metrics
+    import sg3jax.metrics as metrics_lib
+    metrics_lib.calc_metric = functools.partial(metrics_lib.calc_metric, num_gen=8, batch_size=8)
     from sg3jax.training import checkpoint as ckpt
     from sg3jax.training import loop
     loop.grid_shape = small_grid

@@ -545,10 +545,11 @@ def main(argv):
     del argv
     from absl import flags
     FLAGS = flags.FLAGS
-    if FLAGS.topology == 'local' and os.environ.get('SG3JAX_DISTRIBUTED') == '1':
+    if FLAGS.topology == 'local':
         # Planning on a multi-host allocation (launch/slurm.sbatch): join the job first, as sg3jax.train does.
-        import jax
-        jax.distributed.initialize()
+        # Imported here, as jax is: this module's __main__ chooses JAX_PLATFORMS before jax is first imported.
+        from sg3jax import distributed
+        distributed.maybe_initialize()
     target = make_target(FLAGS.topology)
     config = FLAGS.config
     plan = make_plan(config, target, FLAGS.hbm_fraction, FLAGS.phases or None, log=log_to_stderr)

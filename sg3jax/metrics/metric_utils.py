@@ -3,6 +3,12 @@ dataset and generator feature loops (sharded over a 'data' mesh, with a dataset-
 
 A metric never holds more than one batch of images: features are accumulated on the host as they come
 (float64 mean/covariance sums, or the raw features where the metric needs them all, as officially).
+
+Several processes (`jax.distributed`): the mesh spans every device of the job. Each process reads only its
+rows of a dataset batch; the generated latents are drawn inside the compiled step, so each device makes its own
+rows. Every compiled step returns its features replicated (gathered over the mesh), so every process appends the
+whole global batch, in order, to identical statistics: the result is the one a single process with the same
+devices computes, and every process returns it (the caller lets process 0 report it).
 """
 
 import concurrent.futures
@@ -15,6 +21,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sg3jax.metrics import detectors as _detectors
@@ -27,6 +34,7 @@ class MetricOptions:
 
     G: (params, buffers, G_cfg). dataset: a dataset path (sg3jax.data.open_dataset) or an opened Dataset.
     mirror: dataset x-flips (the legacy metrics follow it; the *_full ones force it off, as officially).
+    num_devices: devices to shard over, the first N of jax.devices(); on several processes, all of them.
     num_gen / max_real: override the metric's sample counts (quick checks, tests); None = the official count.
     detectors: {'inception' | 'vgg16': Detector} to use instead of loading from detector_dir.
     """
@@ -47,12 +55,13 @@ class MetricOptions:
     progress: bool = True
 
     def __post_init__(self):
-        if jax.process_count() > 1:
-            raise NotImplementedError('metrics across several processes are not implemented yet (the loops feed '
-                                      'host arrays to one process\'s devices); run them in a single process')
         n = jax.device_count() if self.num_devices is None else int(self.num_devices)
         if not 1 <= n <= jax.device_count():
             raise ValueError(f'num_devices ({n}) must be between 1 and the {jax.device_count()} devices present')
+        if jax.process_count() > 1 and n != jax.device_count():
+            # A mesh without some process's devices would leave that process out of the collectives.
+            raise ValueError(f'num_devices ({n}): on {jax.process_count()} processes the metrics run on all '
+                             f'{jax.device_count()} devices of the job')
         self.num_devices = n
         # Auto axis: the metric steps place their batch with with_sharding_constraint and let XLA propagate it.
         self.mesh = jax.make_mesh((n,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
@@ -82,10 +91,26 @@ class MetricOptions:
         return max(n, -(-int(batch) // n) * n)
 
     def shard(self, x):
+        """A host batch, the same on every process, split over 'data'."""
         return jax.device_put(x, NamedSharding(self.mesh, P('data')))
 
+    def shard_rows(self, shape, read_rows):
+        """A batch of `shape` split over 'data', of which this process reads only the rows of its own devices:
+        read_rows(global row indices) -> those rows."""
+        return jax.make_array_from_callback(shape, NamedSharding(self.mesh, P('data')),
+                                            lambda index: read_rows(np.arange(shape[0])[index[0]]))
+
     def replicate(self, tree):
-        return jax.device_put(tree, NamedSharding(self.mesh, P()))
+        """Parameters on every device of the mesh. On several processes, a process-local array (a network this
+        process read from a file, the same in every process) goes through the host: JAX does not copy it from
+        one process's device to another's."""
+        sharding = NamedSharding(self.mesh, P())
+
+        def put(x):
+            if jax.process_count() > 1 and getattr(x, 'is_fully_addressable', True):
+                x = np.asarray(x)
+            return jax.device_put(x, sharding)
+        return jax.tree.map(put, tree)
 
     def spec(self):
         from sg3jax.networks import generator
@@ -93,7 +118,8 @@ class MetricOptions:
 
     def tqdm(self, total, desc):
         import tqdm
-        return tqdm.tqdm(total=total, desc=desc, unit='img', disable=not self.progress, leave=False)
+        return tqdm.tqdm(total=total, desc=desc, unit='img', disable=not self.progress or jax.process_index() > 0,
+                         leave=False)
 
 #----------------------------------------------------------------------------
 
@@ -183,12 +209,13 @@ _STEPS = {}
 
 
 def cached_step(opts, name, build, *key):
-    """jax.jit(build()) memoised on (name, mesh devices, G config, key...)."""
+    """jax.jit(build()) memoised on (name, mesh devices, G config, key...); its outputs are replicated over the
+    mesh, so that every process can read them whole."""
     g_cfg = json.dumps(opts.G[2], sort_keys=True, default=str) if opts.G is not None else None
     k = (name, tuple(d.id for d in opts.mesh.devices.flat), g_cfg,
          json.dumps(key, sort_keys=True, default=repr))
     if k not in _STEPS:
-        _STEPS[k] = jax.jit(build())
+        _STEPS[k] = jax.jit(build(), out_shardings=NamedSharding(opts.mesh, P()))
     return _STEPS[k]
 
 
@@ -204,9 +231,20 @@ def _to_rgb(img):
     return jnp.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
 
 
+def _on_every_process(flag):
+    """True when `flag` is true on every process of the job (on a single process: `flag`)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(bool(flag)))))
+
+
 def compute_feature_stats_for_dataset(opts, kind, detector_kwargs, max_items=None, batch_size=None, **stats_kwargs):
     """Features of the first `max_items` dataset images (x-flipped copies appended when opts.mirror, as the
-    official dataset's xflip), cached under a hash of (dataset, options, detector weights, kwargs)."""
+    official dataset's xflip), cached under a hash of (dataset, options, detector weights, kwargs).
+
+    Several processes: the cache is used only when every process finds the file (so all of them either read it
+    or take part in computing it); process 0 writes it, and a process that still does not see it afterwards (its
+    cache directory is not shared with process 0's) writes its own copy."""
     ds = opts.open_dataset()
     if opts.G is not None and ds.resolution != opts.spec().img_resolution:
         raise ValueError(f'dataset {opts.dataset}: {ds.resolution}x{ds.resolution} images, but the generator makes '
@@ -230,32 +268,38 @@ def compute_feature_stats_for_dataset(opts, kind, detector_kwargs, max_items=Non
             opts.dataset, (str, os.PathLike)) else 'dataset'
         cache_dir = opts.cache_dir or os.path.join(os.path.expanduser('~'), '.cache', 'sg3jax')
         cache_file = os.path.join(cache_dir, 'gan-metrics', f'{name}-{kind}-{md5}.npz')
-        if os.path.isfile(cache_file):
+        if _on_every_process(os.path.isfile(cache_file)):
             return FeatureStats.load(cache_file)
 
     stats = FeatureStats(max_items=num_items, **stats_kwargs)
     _, params, fn = _detector_fn(opts, kind, detector_kwargs)
     batch = opts.round_batch(batch_size or opts.batch_size)
-
-    def read(i):
-        img, _ = ds[int(i) % n_raw]
-        return img[:, ::-1] if i >= n_raw else img                  # official xflip: the second copy is flipped
-
-    bar = opts.tqdm(num_items, f'dataset features ({kind})')
     pool = concurrent.futures.ThreadPoolExecutor(8)
-    for start in range(0, num_items, batch):
-        idx = np.arange(start, start + batch)
-        valid = idx < num_items
+
+    def read_rows(idx):                   # global item indices (past the end: repeats of the last, masked out)
+        def read(i):
+            img, _ = ds[int(i) % n_raw]
+            return img[:, ::-1] if i >= n_raw else img              # official xflip: the second copy is flipped
         imgs = np.stack(list(pool.map(read, np.minimum(idx, num_items - 1))))
-        if imgs.shape[-1] == 1:
-            imgs = np.repeat(imgs, 3, axis=-1)
-        feats = np.asarray(fn(params, opts.shard(imgs)))
+        return np.repeat(imgs, 3, axis=-1) if imgs.shape[-1] == 1 else imgs
+
+    shape = (batch, ds.resolution, ds.resolution, 3)
+    bar = opts.tqdm(num_items, f'dataset features ({kind})')
+    for start in range(0, num_items, batch):
+        valid = np.arange(start, start + batch) < num_items
+        feats = np.asarray(fn(params, opts.shard_rows(shape, lambda rows: read_rows(start + rows))))
         stats.append(feats[valid])
         bar.update(int(valid.sum()))
     pool.shutdown()
     bar.close()
-    if cache_file is not None and jax.process_index() == 0:
-        stats.save(cache_file)
+    if cache_file is not None:
+        if jax.process_index() == 0:
+            stats.save(cache_file)
+        if jax.process_count() > 1:
+            # After process 0's write; the barrier's name must be the same string on every process.
+            multihost_utils.sync_global_devices(f'metric cache {os.path.basename(cache_file)}')
+            if jax.process_index() > 0 and not os.path.isfile(cache_file):
+                stats.save(cache_file)
     return stats
 
 

@@ -234,15 +234,12 @@ def _is_num(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def validate(config, num_devices: int, require_data: bool = True, num_processes: int = 1) -> None:
+def validate(config, num_devices: int, require_data: bool = True) -> None:
     """Raise one ValueError naming the first bad field and what it should be (NotImplementedError for features
-    not implemented yet). Run it before anything compiles. `require_data=False` for --dry_run; `num_processes`:
-    the jax.distributed process count (hosts of a pod)."""
+    not implemented yet). Run it before anything compiles. `require_data=False` for --dry_run."""
     c = config
     if not _is_int(num_devices) or num_devices < 1:
         raise ValueError(f'the device count must be a positive int, got {num_devices!r}')
-    if not _is_int(num_processes) or num_processes < 1:
-        raise ValueError(f'the process count must be a positive int, got {num_processes!r}')
     if c.get('cfg') not in CFGS:
         raise ValueError(f'config.cfg must be one of {CFGS}, got {c.get("cfg")!r}')
     known = set(base_config(c.cfg).keys())
@@ -364,17 +361,11 @@ def validate(config, num_devices: int, require_data: bool = True, num_processes:
     for name in metric_names(c.metrics):
         need(is_valid_metric(name), 'metrics', f'has unknown metric {name!r}; valid metrics: '
              f'{", ".join(list_valid_metrics())}')
-    if metric_names(c.metrics) and num_processes > 1:
-        # Refused here, before the run starts, not at its first snapshot (sg3jax.metrics runs in one process).
-        raise NotImplementedError(f'config.metrics ({c.metrics!r}) on {num_processes} processes: metrics during '
-                                  'training run in one process only for now; set config.metrics=none and '
-                                  'evaluate the snapshots with `python -m sg3jax.calc_metrics` on one host')
 
 #----------------------------------------------------------------------------
 # Derived values.
 
-def resolve(config, num_devices: int, c_dim: int = 0, img_channels: int = 3,
-            num_processes: int = 1) -> config_dict.FrozenConfigDict:
+def resolve(config, num_devices: int, c_dim: int = 0, img_channels: int = 3) -> config_dict.FrozenConfigDict:
     """A frozen copy of `config` (validated, data not required) with every derived value filled in, as the
     official train.py and training_loop.py derive them. `c_dim` and `img_channels` come from the dataset; the
     label dimension is used only with `cond=True` (official use_labels = --cond).
@@ -383,7 +374,7 @@ def resolve(config, num_devices: int, c_dim: int = 0, img_channels: int = 3,
     ema_rampup, magnitude_ema_beta, blur_init_sigma, blur_fade_kimg. Added: num_devices, batch_per_device,
     c_dim, img_channels, G_kwargs, D_kwargs (network configs), G_opt_kwargs, D_opt_kwargs (Adam, lazy-reg
     adjusted), loss_kwargs, phases ((name, interval), in the official order)."""
-    validate(config, num_devices, require_data=False, num_processes=num_processes)
+    validate(config, num_devices, require_data=False)
     if not _is_int(c_dim) or c_dim < 0:
         raise ValueError(f'c_dim (the dataset label dimension) must be an int >= 0, got {c_dim!r}')
     if config.cond and c_dim == 0:

@@ -100,8 +100,7 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     is_main = jax.process_index() == 0
 
     # Devices and mesh: one `data` axis over every device of every process; parameters replicated.
-    run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels,
-                             num_processes=jax.process_count())
+    run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels)
     spec = steps_lib.TrainSpec.from_config(run)
     mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(AxisType.Auto,))
     repl, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
