@@ -26,7 +26,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sg3jax.networks import discriminator, generator
 from sg3jax.training import steps as steps_lib

@@ -28,9 +28,13 @@ import os
 import sys
 
 import numpy as np
+import scipy.fft
+import scipy.ndimage
 from tqdm import tqdm
 
-from sg3jax.tools import cli, load, sampling
+from sg3jax import sampling, utils
+from sg3jax.data import DatasetError, open_dataset, sources
+from sg3jax.sampling import cli, load
 
 
 def build_parser():
@@ -121,11 +125,9 @@ def select_indices(total, num, seed):
 
 
 def dataset_images(source, num=None, seed=0):
-    from sg3jax.data.errors import DatasetError
     src = os.fspath(source)
     try:
-        from sg3jax.data import dataset as dataset_lib
-        ds = dataset_lib.open_dataset(src[len('tfds:'):] if src.startswith('tfds:') else src)
+        ds = open_dataset(src[len('tfds:'):] if src.startswith('tfds:') else src)
         idx = select_indices(len(ds), num, seed)
         return len(idx), ds.resolution, (ds[int(i)][0][None] for i in idx)
     except DatasetError:
@@ -133,7 +135,6 @@ def dataset_images(source, num=None, seed=0):
     except Exception as e:      # TFDS raises its own types for "no dataset here"
         if not (os.path.isdir(src) or src.lower().endswith('.zip')):
             raise cli.ToolError(f'--source {src}: cannot open it as a dataset ({type(e).__name__}: {e})') from e
-    from sg3jax.data import sources
     if not (os.path.isdir(src) or os.path.isfile(src)):
         raise cli.ToolError(f'--source {src}: no such file or directory; expected a generator (export, workdir, '
                             f'.pkl), an sg3jax dataset, a folder or .zip of images, or tfds:NAME')
@@ -180,7 +181,6 @@ def power_spectrum(images, mean, std, window, spectrum_size) -> np.ndarray:
     """Sum over the batch of the per-image channel-mean |FFT|^2 of uint8 [B, H, W, C] images (official `calc`:
     whiten, window, zero-pad right/bottom, fftn, abs^2, mean over channels), [S, S] float64. Computed with rfft2:
     the input is real, so P[u, v] = P[-u mod S, -v mod S] fills the other half exactly."""
-    import scipy.fft
     x = (np.asarray(images, np.float64) - mean) / std
     x = np.moveaxis(x, -1, 1) * window                               # [B, C, H, W]
     h = scipy.fft.rfft2(x, s=(spectrum_size, spectrum_size), axes=(2, 3), workers=-1)
@@ -209,7 +209,7 @@ def average_spectrum(image_iter, num_images, image_size, mean, std, beta=8.0, in
 
 def save_spectrum(dest, spectrum, image_size):
     """The official .npz (spectrum, image_size), written atomically."""
-    with cli.atomic_path(dest) as tmp:
+    with utils.atomic_path(dest) as tmp:
         with open(tmp, 'wb') as f:          # a file object: np.savez would append '.npz' to a name
             np.savez(f, spectrum=spectrum, image_size=image_size)
 
@@ -245,7 +245,6 @@ def stats(source, num=None, seed=0, batch_size=16, progress=True):
 
 def construct_heatmap(npz_file, smooth):
     """(heatmap in dB, fftshifted, with the first row and column repeated at the end; image_size), official."""
-    import scipy.ndimage
     try:
         data = np.load(npz_file)
         spectrum, image_size = data['spectrum'], int(data['image_size'])
@@ -259,10 +258,13 @@ def construct_heatmap(npz_file, smooth):
     return hmap, image_size
 
 
+# pyplot is imported where a plot is drawn, with the Agg backend: importing this module (a notebook does) leaves
+# the notebook's matplotlib backend alone.
+
 def _save_figure(fig, save, dpi):
     import matplotlib.pyplot as plt
     fmt = os.path.splitext(save)[1][1:].lower() or 'png'
-    with cli.atomic_path(save) as tmp:
+    with utils.atomic_path(save) as tmp:
         fig.savefig(tmp, format=fmt, dpi=dpi)
     plt.close(fig)
 

@@ -3,7 +3,7 @@
     python -m sg3jax.calc_metrics --network /runs/x/network-snapshot-000100 --data /data/ffhq-256 \\
         --metrics fid50k_full,kid50k_full --mirror 1 --detector-dir ~/sg3jax-detectors
 
-The network is loaded with `sg3jax.tools.load.load_generator` (our exports and converted official pickles).
+The network is loaded with `sg3jax.sampling.load_generator` (our exports, training workdirs, NVIDIA pickles).
 Results print as the official JSON lines, and are appended to `metric-<name>.jsonl` in the run directory when
 the network lies in one (a directory with training_options.json or stats.jsonl), or in --run-dir.
 Feature networks: see `python -m sg3jax.convert_feature_nets --help`.
@@ -20,6 +20,9 @@ import sys
 import jax
 
 from sg3jax import distributed
+from sg3jax.metrics import metric_main
+from sg3jax.sampling.cli import ToolError
+from sg3jax.sampling.load import load_generator
 
 
 def _bool(s):
@@ -38,23 +41,8 @@ def _find_run_dir(network):
     return None
 
 
-def load_network(path):
-    """(params, buffers, G_cfg) via sg3jax.tools.load.load_generator (exports and official pickles); without
-    that module, an sg3jax export directory is still read with training.checkpoint.restore_generator."""
-    try:
-        from sg3jax.tools.load import load_generator
-    except ImportError:
-        if os.path.isfile(os.path.join(path, 'generator.json')):
-            from sg3jax.training.checkpoint import restore_generator
-            return restore_generator(path)
-        raise SystemExit(f'error: --network {path}: loading this kind of file needs sg3jax.tools.load, which is not '
-                         f'installed; an sg3jax generator export directory (generator.json) works without it')
-    return load_generator(path)
-
-
 def main(argv=None):
     distributed.maybe_initialize()
-    from sg3jax.metrics import metric_main
     p = argparse.ArgumentParser(prog='python -m sg3jax.calc_metrics', description=__doc__.split('\n\n')[0])
     p.add_argument('--network', required=True, metavar='PATH', help='generator export or network pickle')
     p.add_argument('--metrics', default='fid50k_full', metavar='A,B,C', help='comma-separated metric names')
@@ -77,7 +65,10 @@ def main(argv=None):
     verbose = args.verbose and jax.process_index() == 0
     if verbose:
         print(f'Loading network from "{args.network}"...', file=sys.stderr)
-    G = load_network(args.network)
+    try:
+        G = load_generator(args.network)
+    except ToolError as e:
+        p.error(str(e))
     run_dir = args.run_dir or _find_run_dir(args.network)
     for metric in metrics:
         if verbose:

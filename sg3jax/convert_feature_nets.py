@@ -13,6 +13,7 @@ source is saved with the weights (`_torchscript_code`) for auditing.
 
 import argparse
 import os
+import pickle
 import sys
 
 import numpy as np
@@ -61,14 +62,13 @@ def guess_kind(path):
 
 def load_torch_module(path):
     try:
-        import torch
+        import torch    # only here: torch is the optional [torch] extra, needed for this conversion alone
     except ImportError:
         raise SystemExit('error: converting the official feature networks needs PyTorch (pip install torch); '
                          'the metrics themselves do not') from None
     try:
         return torch.jit.load(path, map_location='cpu')
     except Exception:
-        import pickle
         with open(path, 'rb') as f:
             return pickle.load(f)       # the official .pkl: a pickled TorchScript module
 

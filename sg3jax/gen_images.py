@@ -22,7 +22,8 @@ import sys
 
 from tqdm import tqdm
 
-from sg3jax.tools import cli, load, sampling
+from sg3jax import sampling, utils
+from sg3jax.sampling import cli, load
 
 
 def build_parser():
@@ -73,7 +74,7 @@ def generate_images(G, seeds, outdir, truncation_psi=1.0, truncation_cutoff=None
                                          transform, center=center, batch_size=batch_size)
             for seed, img in zip(chunk, imgs):
                 path = os.path.join(outdir, f'seed{seed:04d}.png')
-                cli.save_png(path, img)
+                utils.save_png(path, img)
                 paths.append(path)
             bar.update(len(chunk))
     return paths

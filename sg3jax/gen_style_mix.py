@@ -20,7 +20,8 @@ import sys
 
 import numpy as np
 
-from sg3jax.tools import cli, load, sampling
+from sg3jax import sampling, utils
+from sg3jax.sampling import cli, load
 
 
 def build_parser():
@@ -74,7 +75,7 @@ def generate_style_mix(G, row_seeds, col_seeds, col_styles, outdir, truncation_p
     image_dict = dict(zip(keys, imgs))          # a mix (s, s) overwrites the identical seed image, as officially
 
     for (r, c), img in image_dict.items():
-        cli.save_png(os.path.join(outdir, f'{r}-{c}.png'), img)
+        utils.save_png(os.path.join(outdir, f'{r}-{c}.png'), img)
 
     res = G.spec.img_resolution
     ch = imgs.shape[-1]
@@ -86,7 +87,7 @@ def generate_style_mix(G, row_seeds, col_seeds, col_styles, outdir, truncation_p
             key = (c, c) if ri == 0 else (r, r) if ci == 0 else (r, c)
             canvas[res * ri:res * (ri + 1), res * ci:res * (ci + 1)] = image_dict[key]
     path = os.path.join(outdir, 'grid.png')
-    cli.save_png(path, canvas)
+    utils.save_png(path, canvas)
     return path
 
 

@@ -10,7 +10,7 @@ official tool. Seed i of cell (x, y) at keyframe k is seeds[(y*W + x)*K + k mod 
 the number of seeds must be divisible by W*H and num_keyframes = len(seeds) / (W*H).
 
 Differences from the official tool: conditional networks are supported (--class; truncation toward the global
-w_avg as official, or with --trunc-center=class toward that class's mean w, see sg3jax/tools/sampling.py);
+w_avg as official, or with --trunc-center=class toward that class's mean w, see sg3jax/sampling/generate.py);
 --trunc-cutoff; frames are rendered in jitted batches. The MP4 is written to a temporary file and renamed into
 place. Needs imageio and imageio-ffmpeg (which bundles an ffmpeg binary).
 """
@@ -19,10 +19,13 @@ import argparse
 import sys
 import warnings
 
+import imageio
 import numpy as np
+import scipy.interpolate
 from tqdm import tqdm
 
-from sg3jax.tools import cli, load, sampling
+from sg3jax import sampling, utils
+from sg3jax.sampling import cli, load
 
 
 def build_parser():
@@ -66,7 +69,6 @@ def interpolator(ws_keyframes, kind='cubic', wraps=2):
     K*(wraps+1)-1 of the keyframes tiled 2*wraps+1 times, so f(t) for t in [0, K) is periodic-looking at both ends.
     Splines act on each coordinate independently, so all cells can share one interp1d (same values as the
     official one-interp1d-per-cell)."""
-    import scipy.interpolate
     k = ws_keyframes.shape[0]
     x = np.arange(-k * wraps, k * (wraps + 1))
     y = np.tile(ws_keyframes, [wraps * 2 + 1] + [1] * (ws_keyframes.ndim - 1))
@@ -77,7 +79,6 @@ def gen_interp_video(G, mp4, seeds, shuffle_seed=None, w_frames=120, kind='cubic
                      num_keyframes=None, wraps=2, psi=1.0, cutoff=None, class_idx=None, fps=60, codec='libx264',
                      bitrate='12M', batch_size=16, progress=True, trunc_center='w_avg'):
     """Writes the interpolation video to `mp4` (atomically). G: (params, buffers, cfg)."""
-    import imageio
     G = sampling.as_generator(G)
     seeds = cli.parse_seeds(seeds)
     grid_w, grid_h = cli.parse_tuple(grid_dims)
@@ -101,7 +102,7 @@ def gen_interp_video(G, mp4, seeds, shuffle_seed=None, w_frames=120, kind='cubic
     # imageio-ffmpeg starts ffmpeg through subprocess (fork + exec at once), which JAX's fork warning flags.
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='os.fork', category=RuntimeWarning)
-        with cli.atomic_path(mp4) as tmp:
+        with utils.atomic_path(mp4) as tmp:
             writer = imageio.get_writer(tmp, mode='I', fps=fps, codec=codec, bitrate=bitrate)
             try:
                 with tqdm(total=num_frames, desc='gen_video', unit='frame', disable=not progress,

@@ -47,6 +47,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from sg3jax import convert
+from sg3jax.networks import discriminator, generator
 
 __all__ = ['load_network_pkl', 'read_pickle', 'network_state_dict', 'network_config', 'ForbiddenGlobal',
            'NetworkPickleError']
@@ -624,12 +625,7 @@ def _convert(rec, key, where) -> dict:
         raise NetworkPickleError(f'{where} is a {cfg["class_name"]}, expected a '
                                  f'{"Discriminator" if key == "D" else "Generator"}')
     try:
-        if kind == 'G':
-            from sg3jax.networks import generator
-            generator.spec(cfg)
-        else:
-            from sg3jax.networks import discriminator
-            discriminator.spec(cfg)
+        (generator if kind == 'G' else discriminator).spec(cfg)
     except (ValueError, TypeError, NotImplementedError) as e:
         raise NetworkPickleError(f'{where}: constructor kwargs {cfg!r} are not a supported config: {e}') from e
     params, buffers = convert.from_state_dict(network_state_dict(rec, where), cfg, kind=kind, what=where)

@@ -4,7 +4,7 @@
     python -m sg3jax.legacy_convert --network network-snapshot-005000.pkl --outdir out/G --which G
 
 The pickle is read by `sg3jax.legacy.load_network_pkl`, which runs no code from it. The result is the directory
-that `sg3jax.training.checkpoint.restore_generator` loads (format 'sg3jax-generator-v1'): the chosen network's
+that `sg3jax.sampling.restore_generator` loads (format 'sg3jax-generator-v1'): the chosen network's
 params and buffers and its official constructor kwargs as the G config. `G_ema` (the default) is the network
 NVIDIA's own tools sample from (gen_images.py).
 """
@@ -14,6 +14,7 @@ import os
 import sys
 
 from sg3jax import legacy
+from sg3jax.sampling.export import export_generator
 
 
 def _parse(argv):
@@ -30,13 +31,12 @@ def convert_pkl(network, outdir, which='G_ema'):
     if which not in nets:
         raise legacy.NetworkPickleError(f'{network}: has no {which!r} network (it has '
                                         f'{", ".join(k for k in ("G", "D", "G_ema") if k in nets)})')
-    from sg3jax.training import checkpoint  # imported late: orbax is only needed for writing
     G = nets[which]
     extra = {'source_pkl': os.path.abspath(os.fspath(network)), 'source_network': which}
     tsk = nets.get('training_set_kwargs')
     if isinstance(tsk, dict) and all(isinstance(v, (str, int, float, bool, type(None))) for v in tsk.values()):
         extra['training_set_kwargs'] = tsk
-    checkpoint.export_generator(outdir, G['params'], G['buffers'], G['cfg'], extra=extra)
+    export_generator(outdir, G['params'], G['buffers'], G['cfg'], extra=extra)
     return G['cfg']
 
 

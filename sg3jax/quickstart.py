@@ -23,7 +23,16 @@ import argparse
 import pathlib
 import sys
 
+import jax
 import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from sg3jax import train as train_cli
+from sg3jax.data import open_dataset
+from sg3jax.data.writer import write_dataset
+from sg3jax.training import config as config_lib
+from sg3jax.training import loop
 
 CFG_FILES = {'stylegan3-t': 'configs/stylegan3_t.py', 'stylegan3-r': 'configs/stylegan3_r.py',
              'stylegan2': 'configs/stylegan2.py'}
@@ -33,8 +42,6 @@ RESOLUTION = 16
 def digits_examples(resolution=RESOLUTION):
     """scikit-learn's digits as dataset-writer examples: uint8 [R, R, 1] images (white strokes on black), int
     labels. 8x8 -> RxR with bicubic resampling: the 17 grey levels (0-16) scale to 0-255 first."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
     digits = load_digits()
     for i, (img, label) in enumerate(zip(digits.images, digits.target)):
         img = np.rint(img * (255 / 16)).astype(np.uint8)
@@ -44,8 +51,6 @@ def digits_examples(resolution=RESOLUTION):
 
 def make_digits_dataset(dest, resolution=RESOLUTION):
     """Writes the digits dataset to `dest` (atomically) unless a complete one is already there."""
-    from sg3jax.data import open_dataset
-    from sg3jax.data.writer import write_dataset
     dest = pathlib.Path(dest)
     if dest.exists():
         ds = open_dataset(str(dest))
@@ -60,7 +65,6 @@ def make_digits_dataset(dest, resolution=RESOLUTION):
 
 
 def quickstart_config(cfg, data, kimg=None):
-    from sg3jax.training import config as config_lib
     config = config_lib.get_config(cfg, f'quickstart,data={data}')
     if kimg is not None:
         config.kimg = float(kimg)
@@ -90,9 +94,6 @@ def main(argv=None):
           + (f' --config.kimg={args.kimg:g}' if args.kimg is not None else ''))
     print(f'watch {workdir}/fakes*.png: one row per digit 0-9; blobs at first, digits after a few kimg')
 
-    import jax
-    from sg3jax import train as train_cli
-    from sg3jax.training import loop
     c_dim, img_channels = train_cli.dataset_properties(config)
     loop.train(config, workdir, make_data=train_cli.make_data_fn(config), c_dim=c_dim,
                img_channels=img_channels)

@@ -12,13 +12,19 @@ training. On a pod, set SG3JAX_DISTRIBUTED=1 on every host (see launch/README.md
 """
 
 import json
-import os
 import sys
 
+import jax
 from absl import app, flags
+from jax.sharding import AxisType
 from ml_collections import config_flags
 
+from sg3jax import data as data_lib
 from sg3jax import distributed
+from sg3jax.launch import plan as plan_lib
+from sg3jax.training import checkpoint, loop, transfer
+from sg3jax.training import config as config_lib
+from sg3jax.training import steps as steps_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file: configs/<cfg>.py[:arg].',
                                           lock_config=True)
@@ -32,7 +38,6 @@ def dataset_properties(config):
         if config.cond:
             raise ValueError('config.cond=True needs config.data to know the label dimension')
         return 0, 3
-    from sg3jax import data as data_lib
     ds = data_lib.open_dataset(config.data, data_dir=config.data_dir or None)
     if ds.resolution != config.resolution:
         raise ValueError(f'config.resolution ({config.resolution}) does not match the dataset {config.data!r} '
@@ -43,12 +48,6 @@ def dataset_properties(config):
 def dry_run_phases(config):
     """Resolve the config for the devices JAX sees, print it, and compile every update phase for the global batch
     (the same compile as `sg3jax.launch.plan --topology=local`), printing each phase's memory and FLOPs."""
-    import jax
-    from jax.sharding import AxisType
-
-    from sg3jax.launch import plan as plan_lib
-    from sg3jax.training import config as config_lib
-    from sg3jax.training import steps as steps_lib
 
     c_dim, img_channels = dataset_properties(config)
     run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels)
@@ -82,8 +81,6 @@ def dry_run_phases(config):
 def make_data_fn(config):
     """`make_data(run, start_step)` for the loop: this process's slices of the global batches, from the dataset
     pipeline of sg3jax.data, positioned after `start_step` batches."""
-    import jax
-    from sg3jax import data as data_lib
     ds = data_lib.open_dataset(config.data, data_dir=config.data_dir or None)
 
     def make_data(run, start_step):
@@ -99,22 +96,18 @@ def run_trainer(config, workdir, dry_run=False):
     workdir's checkpoint refuses (config.ResumeConflict), a workdir none of whose checkpoints restores
     (checkpoint.NoUsableCheckpoint) and a config.resume source that cannot be read or does not fit
     (transfer.ResumeSourceError) are such a line too. Returns the exit status."""
-    import jax
-    from sg3jax.data import DatasetError
-    from sg3jax.training import config as config_lib
     try:
         if not dry_run and not workdir:
             raise ValueError('--workdir is required (the run directory: checkpoints, logs, sample grids)')
         config_lib.validate(config, jax.device_count(), require_data=not dry_run)
         c_dim, img_channels = dataset_properties(config)
         config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels)
-    except (ValueError, NotImplementedError, DatasetError) as e:
+    except (ValueError, NotImplementedError, data_lib.DatasetError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     if dry_run:
         dry_run_phases(config)
         return 0
-    from sg3jax.training import checkpoint, loop, transfer
     try:
         loop.train(config, workdir, make_data=make_data_fn(config), c_dim=c_dim, img_channels=img_channels)
     except (config_lib.ResumeConflict, checkpoint.NoUsableCheckpoint, transfer.ResumeSourceError) as e:

@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +12,7 @@ from faults import file_size_limit
 from sg3jax.networks import generator
 from sg3jax.training import checkpoint as ckpt
 from sg3jax.training import steps as S
+from sg3jax.sampling.export import export_generator, restore_generator
 from tiny_training import tiny_spec
 
 
@@ -134,10 +134,10 @@ def test_export_and_restore_generator(tmp_path):
     spec = tiny_spec(batch_size=8)
     cfg = spec.G_cfg
     params, buffers = generator.init(jax.random.key(3), cfg)
-    ckpt.export_generator(tmp_path / 'export', params, buffers, cfg, extra={'kimg': 1.5})
-    ckpt.export_generator(tmp_path / 'export', params, buffers, cfg, extra={'kimg': 2.0})   # replaces it
+    export_generator(tmp_path / 'export', params, buffers, cfg, extra={'kimg': 1.5})
+    export_generator(tmp_path / 'export', params, buffers, cfg, extra={'kimg': 2.0})   # replaces it
     assert sorted(p.name for p in tmp_path.iterdir()) == ['export']                       # no temporaries left
-    p2, b2, cfg2 = ckpt.restore_generator(tmp_path / 'export')
+    p2, b2, cfg2 = restore_generator(tmp_path / 'export')
     assert cfg2 == cfg
     assert json.loads((tmp_path / 'export' / 'generator.json').read_text())['extra'] == {'kimg': 2.0}
     _equal_trees((p2, b2), (params, buffers))
@@ -149,18 +149,18 @@ def test_export_and_restore_generator(tmp_path):
 
 def test_restore_generator_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match='generator.json is missing'):
-        ckpt.restore_generator(tmp_path)
+        restore_generator(tmp_path)
     (tmp_path / 'generator.json').write_text('{"format": "something-else"}')
     with pytest.raises(ValueError, match="format 'something-else'"):
-        ckpt.restore_generator(tmp_path)
+        restore_generator(tmp_path)
     spec = tiny_spec(batch_size=8)
     params, buffers = generator.init(jax.random.key(3), spec.G_cfg)
-    ckpt.export_generator(tmp_path / 'e', params, buffers, spec.G_cfg)
+    export_generator(tmp_path / 'e', params, buffers, spec.G_cfg)
     meta = json.loads((tmp_path / 'e' / 'generator.json').read_text())
     meta['G_cfg']['channel_max'] = 64                       # arrays no longer match the config
     (tmp_path / 'e' / 'generator.json').write_text(json.dumps(meta))
     with pytest.raises(ValueError, match='do not match its generator.json config'):
-        ckpt.restore_generator(tmp_path / 'e')
+        restore_generator(tmp_path / 'e')
 
 
 #----------------------------------------------------------------------------
@@ -170,12 +170,12 @@ def test_a_failed_export_names_it_and_leaves_the_previous_one(tmp_path):
     spec = tiny_spec(batch_size=8)
     params, buffers = generator.init(jax.random.key(3), spec.G_cfg)
     path = tmp_path / 'network-snapshot-000004'
-    ckpt.export_generator(path, params, buffers, spec.G_cfg, extra={'kimg': 4})
+    export_generator(path, params, buffers, spec.G_cfg, extra={'kimg': 4})
     before = sorted((p.relative_to(path), p.read_bytes()) for p in path.rglob('*') if p.is_file())
     assert oct(path.stat().st_mode & 0o777) == oct(0o777 & ~_umask())     # not mkdtemp's private 0700
     moved = jax.tree.map(lambda x: x + 1, params)
     with file_size_limit(4096), pytest.raises(OSError) as e:
-        ckpt.export_generator(path, moved, buffers, spec.G_cfg, extra={'kimg': 8})
+        export_generator(path, moved, buffers, spec.G_cfg, extra={'kimg': 8})
     assert str(e.value).startswith(f'{path}: the export could not be written (') and 'File too large' in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]              # no temporary left
     assert sorted((p.relative_to(path), p.read_bytes()) for p in path.rglob('*') if p.is_file()) == before

@@ -18,6 +18,7 @@ import golden
 import pkl_fixtures as pf
 from sg3jax import convert, legacy, legacy_convert
 from sg3jax.networks import generator
+from sg3jax.sampling.export import restore_generator
 
 
 def _flat_equal(a, b):
@@ -354,11 +355,10 @@ def test_weights_not_matching_kwargs_name_file_and_key(tmp_path):
 # The export command line.
 
 def test_convert_cli_round_trip(sg3t_pkl, tmp_path, capsys):
-    from sg3jax.training import checkpoint
     out = tmp_path / 'export'
     assert legacy_convert.main(['--network', str(sg3t_pkl), '--outdir', str(out)]) == 0
     assert 'wrote' in capsys.readouterr().out
-    params, buffers, cfg = checkpoint.restore_generator(out)
+    params, buffers, cfg = restore_generator(out)
     nets = legacy.load_network_pkl(sg3t_pkl)
     assert cfg == nets['G_ema']['cfg']
     _flat_equal(params, nets['G_ema']['params'])

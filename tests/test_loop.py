@@ -19,6 +19,7 @@ from faults import file_size_limit
 from sg3jax.training import checkpoint as ckpt
 from sg3jax.training import config as C
 from sg3jax.training import loop
+from sg3jax.sampling.export import restore_generator
 from subprocess_env import subprocess_env
 
 WORKER = pathlib.Path(__file__).with_name('train_worker.py')
@@ -90,7 +91,7 @@ def test_outputs_of_a_run(uninterrupted):
     assert all(np.isfinite(s['Loss/G/loss']) and np.isfinite(s['Loss/D/loss']) for s in stats)
     step, meta, state = _final_state(workdir)
     assert step == 8 and meta['data_position'] == 8 and meta['nimg'] == 64 and int(state['step']) == 8
-    params, buffers, cfg = ckpt.restore_generator(workdir / 'network-snapshot-000000')
+    params, buffers, cfg = restore_generator(workdir / 'network-snapshot-000000')
     np.testing.assert_array_equal(jax.tree.leaves(params)[0], jax.tree.leaves(state['G_ema'])[0])
     # ADA in the loop: the real logits were positive (mean sign above the worker's target 0) in every tick, so p
     # rose by batch * ada_interval / (ada_kimg * 1000) = 8 * 4 / 100 after steps 4 and 8; the state holds it.
@@ -179,7 +180,7 @@ def test_fine_tuning_from_a_run_with_freeze_d(uninterrupted, tmp_path):
     source run's final D and every other D layer moved on."""
     ref_dir, _ = uninterrupted
     out = Worker(tmp_path, '--resume', str(ref_dir), '--freezed', '3').finish()
-    assert f'resume: G: ' in out and f'tensors from {ref_dir} (run)' in out and 'left at' not in out, out
+    assert 'resume: G: ' in out and f'tensors from {ref_dir} (run)' in out and 'left at' not in out, out
     stats = [json.loads(l) for l in (tmp_path / 'stats.jsonl').read_text().splitlines()]
     assert stats[0]['Progress/kimg'] == pytest.approx(0.008) and stats[0]['Progress/augment'] == 0
     step, _, state = _final_state(tmp_path)

@@ -13,6 +13,7 @@ import pytest
 from tiny_metrics import fake_detectors, tiny_generator
 from sg3jax.data import convert_dataset
 from sg3jax.metrics import equivariance as eq, metric_main
+from sg3jax.sampling.export import export_generator
 
 #----------------------------------------------------------------------------
 # Operators.
@@ -172,7 +173,6 @@ def test_calc_metric_is_pr_ppl_end_to_end(dataset, tmp_path):
 
 def test_calc_metrics_cli_on_an_export_in_a_run_dir(tmp_path, capsys):
     from sg3jax import calc_metrics
-    from sg3jax.training.checkpoint import export_generator
     params, buffers, g_cfg = tiny_generator()                       # same config as above: compiled step reused
     run = tmp_path / 'run'
     run.mkdir()

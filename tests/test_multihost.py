@@ -25,6 +25,7 @@ from sg3jax.data import convert_dataset
 from sg3jax.metrics.metric_utils import to_uint8
 from sg3jax.networks import generator
 from sg3jax.training import checkpoint as ckpt
+from sg3jax.sampling.export import export_generator, restore_generator
 
 WORKER = pathlib.Path(__file__).with_name('multihost_worker.py')
 METRICS_WORKER = pathlib.Path(__file__).with_name('metrics_worker.py')
@@ -110,7 +111,7 @@ def metrics_data(tmp_path_factory):
         PIL.Image.fromarray(img).save(root / 'src' / f'{i:02d}.png')
     (root / 'src' / 'dataset.json').write_text(json.dumps({'labels': [[f'{i:02d}.png', i % 3] for i in range(20)]}))
     convert_dataset(root / 'src', root / 'ds', progress=False)
-    ckpt.export_generator(root / 'G', params, buffers, g_cfg)
+    export_generator(root / 'G', params, buffers, g_cfg)
     return root
 
 
@@ -254,7 +255,7 @@ def test_two_process_training_run(two_process_run):
     assert len([l for l in out0.splitlines() if l.startswith('eqt50k_int: ')]) == 3
     assert 'eqt50k_int' not in out1
     assert not [p.name for p in workdir.iterdir() if p.name.startswith('.')]      # no temporaries left
-    ckpt.restore_generator(workdir / 'network-snapshot-000000')
+    restore_generator(workdir / 'network-snapshot-000000')
     step_dir = workdir / 'checkpoints' / '8'
     assert {'ocdbt.process_0', 'ocdbt.process_1'} <= {p.name for p in (step_dir / 'state').iterdir()}
 

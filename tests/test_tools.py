@@ -7,7 +7,6 @@ the CLIs run in-process through main(argv), so compiled functions are shared (sa
 import os
 import subprocess
 import sys
-import types
 
 import jax
 import numpy as np
@@ -16,10 +15,10 @@ from PIL import Image
 
 import golden
 import pkl_fixtures
-from sg3jax import avg_spectra, gen_images, gen_style_mix, gen_video
+from sg3jax import avg_spectra, gen_images, gen_style_mix, gen_video, sampling
 from sg3jax.networks import generator, presets
-from sg3jax.tools import cli, load, sampling
-from sg3jax.training import checkpoint as ckpt
+from sg3jax.sampling import cli, load
+from sg3jax.sampling.export import export_generator
 
 BATCH = ['--batch-size', '4']
 
@@ -38,7 +37,7 @@ def nets(tmp_path_factory):
         params, buffers = jax.jit(lambda k, cfg=cfg: generator.init(k, cfg))(jax.random.key(seed))
         # A non-zero w_avg, so truncation toward it is visible (a fresh network's w_avg is zero).
         buffers = {**buffers, 'mapping': {**buffers['mapping'], 'w_avg': jax.random.normal(jax.random.key(9), (16,))}}
-        ckpt.export_generator(root / name, params, buffers, cfg)
+        export_generator(root / name, params, buffers, cfg)
         out[name] = root / name
         out[name + '_G'] = sampling.Generator(params, buffers, cfg)
     return out
@@ -106,8 +105,8 @@ def test_load_generator_export_workdir_and_errors(nets, tmp_path):
     # A training workdir: the newest complete network-snapshot-* wins; temporaries and incomplete ones do not.
     wd = tmp_path / 'run'
     shifted = jax.tree.map(lambda x: x + 1, G.params)
-    ckpt.export_generator(wd / 'network-snapshot-000004', G.params, G.buffers, G.cfg)
-    ckpt.export_generator(wd / 'network-snapshot-000012', shifted, G.buffers, G.cfg)
+    export_generator(wd / 'network-snapshot-000004', G.params, G.buffers, G.cfg)
+    export_generator(wd / 'network-snapshot-000012', shifted, G.buffers, G.cfg)
     (wd / 'network-snapshot-000020').mkdir()                         # no generator.json: incomplete
     (wd / '.network-snapshot-000040.tmp-x').mkdir()
     assert load.resolve(wd) == ('export', wd / 'network-snapshot-000012')
@@ -125,17 +124,13 @@ def test_load_generator_export_workdir_and_errors(nets, tmp_path):
 
 
 def test_load_generator_pkl_goes_through_legacy(nets, tmp_path, monkeypatch):
-    import sg3jax
     G = nets['uncond_G']
     seen = []
 
     def load_network_pkl(path):
         seen.append(path)
         return {'G_ema': {'cfg': G.cfg, 'params': G.params, 'buffers': G.buffers}, 'G': None, 'D': None}
-    fake = types.ModuleType('sg3jax.legacy')
-    fake.load_network_pkl = load_network_pkl
-    monkeypatch.setitem(sys.modules, 'sg3jax.legacy', fake)
-    monkeypatch.setattr(sg3jax, 'legacy', fake, raising=False)
+    monkeypatch.setattr(load.legacy, 'load_network_pkl', load_network_pkl)
     pkl = tmp_path / 'net.pkl'
     pkl.write_bytes(b'not really')
     params, buffers, cfg = load.load_generator(pkl)

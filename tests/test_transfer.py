@@ -16,6 +16,7 @@ from sg3jax.networks import discriminator
 from sg3jax.training import checkpoint as ckpt
 from sg3jax.training import steps as S
 from sg3jax.training import transfer
+from sg3jax.sampling.export import export_generator
 from tiny_training import run, tiny_spec
 
 
@@ -124,7 +125,7 @@ def test_fine_tune_from_an_sg3jax_run_and_from_an_export(tmp_path):
     _assert_same_leaves(state['G_opt'], fresh['G_opt'])
     assert not state['buffers']['pl_mean'].any()
 
-    ckpt.export_generator(tmp_path / 'export', saved['G_ema'], saved['buffers']['G_ema'], spec.G_cfg)
+    export_generator(tmp_path / 'export', saved['G_ema'], saved['buffers']['G_ema'], spec.G_cfg)
     lines = []
     state = transfer.apply_source(fresh, transfer.load_source(tmp_path / 'export'), spec.G_cfg, spec.D_cfg,
                                   'export', log=lines.append)
@@ -150,13 +151,13 @@ def test_mismatches_are_one_error_naming_both(official_pkl, tmp_path):
         assert str(e.value).startswith(f'config.resume {path}')
     sg2 = tiny_spec(batch_size=8, cfg='stylegan2')
     state2 = _random_like(_zero_state(sg2), 2)
-    ckpt.export_generator(tmp_path / 'sg2', state2['G_ema'], state2['buffers']['G_ema'], sg2.G_cfg)
+    export_generator(tmp_path / 'sg2', state2['G_ema'], state2['buffers']['G_ema'], sg2.G_cfg)
     sg3 = tiny_spec(batch_size=8)
     with pytest.raises(transfer.ResumeSourceError, match="architecture 'stylegan2', the config 'stylegan3'"):
         transfer.apply_source(_zero_state(sg3), transfer.load_source(tmp_path / 'sg2'), sg3.G_cfg, sg3.D_cfg, 'x')
     cond3, cond5 = tiny_spec(batch_size=8, c_dim=3), tiny_spec(batch_size=8, c_dim=5)
     state3 = _random_like(_zero_state(cond3), 3)
-    ckpt.export_generator(tmp_path / 'cond3', state3['G_ema'], state3['buffers']['G_ema'], cond3.G_cfg)
+    export_generator(tmp_path / 'cond3', state3['G_ema'], state3['buffers']['G_ema'], cond3.G_cfg)
     with pytest.raises(transfer.ResumeSourceError, match='its generator has c_dim 3, the config 5'):
         transfer.apply_source(_zero_state(cond5), transfer.load_source(tmp_path / 'cond3'), cond5.G_cfg,
                               cond5.D_cfg, 'x')

@@ -6,6 +6,9 @@
 
 Files: sources.py (inputs), transforms.py (crop/resize), convert.py (the tool's work), writer.py (the on-disk
 format), dataset.py (random access), pipeline.py (sharded, shuffled, resumable batches).
+
+tensorflow_datasets, array_record and jax are imported inside the functions that use them, so that the dataset
+tool and `import sg3jax.data` start without them (jax alone takes 1.4 s to import on a 2-core host).
 """
 
 from sg3jax.data.convert import convert_dataset

@@ -21,7 +21,7 @@ IMAGE_KEY, LABEL_KEY = 'image', 'label'
 
 def _describe(features, where):
     """TFDS features -> {'image_key', 'image_shape', 'label_key', 'label_kind', 'label_dim'}."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds    # lazily: see the package docstring
     keys = list(features.keys()) if hasattr(features, 'keys') else []
     if IMAGE_KEY not in keys:
         raise DatasetError(f'{where}: no {IMAGE_KEY!r} feature (features: {", ".join(keys) or "none"}); the '
@@ -47,7 +47,7 @@ def open_tfds_source(path_or_name, *, split='train', data_dir=None):
     """The TFDS random-access source of a dataset directory or a registered name, with what _describe found:
     {'name', 'source', 'num_images', 'image_key', 'image_shape' (entries may be None), 'label_key',
     'label_kind', 'label_dim', 'metadata'}."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds    # lazily: see the package docstring
     spec = os.fspath(path_or_name)
     if os.path.exists(spec):
         if not os.path.isfile(os.path.join(spec, 'dataset_info.json')):

@@ -80,7 +80,7 @@ def dataset_name(dest):
 
 
 def make_features(resolution, num_channels, label_kind=None, label_dim=0):
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds    # lazily: see the package docstring
     features = {
         'image': tfds.features.Tensor(shape=(resolution, resolution, num_channels), dtype=np.uint8,
                                       encoding='bytes'),
@@ -97,7 +97,7 @@ def write_dataset(dest, examples, *, resolution, num_channels, label_kind=None, 
                   shard_bytes=SHARD_BYTES):
     """Writes `examples` (dicts {'image': uint8 [R, R, C], 'label': int | [float] (labelled only), 'filename'})
     atomically as a one-split ('train') TFDS ArrayRecord dataset at `dest`. Returns the number of images."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds    # lazily: see the package docstring
     from array_record.python import array_record_module
 
     features = make_features(resolution, num_channels, label_kind, label_dim)

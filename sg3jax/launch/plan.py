@@ -27,6 +27,9 @@ fitted) run fits, 3 when it does not, so launch/ scripts refuse to start such a 
 
 `--topology=local` plans on the devices JAX sees instead (a GPU node under SLURM, or a TPU VM), against each
 device's reported memory limit.
+
+jax, absl and everything that imports jax are imported inside the functions here: `__main__` first chooses
+JAX_PLATFORMS (cpu for a TPU topology: libtpu serves as a compiler only), which jax reads when first imported.
 """
 
 import dataclasses
@@ -547,7 +550,6 @@ def main(argv):
     FLAGS = flags.FLAGS
     if FLAGS.topology == 'local':
         # Planning on a multi-host allocation (launch/slurm.sbatch): join the job first, as sg3jax.train does.
-        # Imported here, as jax is: this module's __main__ chooses JAX_PLATFORMS before jax is first imported.
         from sg3jax import distributed
         distributed.maybe_initialize()
     target = make_target(FLAGS.topology)

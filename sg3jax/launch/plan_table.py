@@ -18,6 +18,8 @@ program as lowered (its StableHLO: under 20 s to trace a full-size step, against
 and the jax/libtpu versions: a change to the config or to the code that makes a step compiles afresh, and a
 change that leaves every program as it was (a refactor, the training loop, a comment) keeps the committed
 entries.
+
+As in plan.py, jax and what imports it are imported inside the functions, after `__main__` chooses JAX_PLATFORMS.
 """
 
 import dataclasses

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict
 import numpy as np
 import jax.numpy as jnp
 
+from sg3jax import utils
 from sg3jax.metrics import inception, vgg16
 
 OFFICIAL_URLS = {
@@ -81,22 +82,7 @@ def save_npz(path, kind, params, torchscript_code=None):
     arrays['_kind'] = np.array(kind)
     if torchscript_code is not None:
         arrays['_torchscript_code'] = np.array(torchscript_code)
-    savez_atomic(path, arrays)
-
-
-def savez_atomic(path, arrays):
-    """np.savez to a hidden temporary file beside `path`, renamed into place only when complete."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.' + os.path.basename(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    utils.savez_atomic(path, arrays)
 
 
 def _file_md5(path):

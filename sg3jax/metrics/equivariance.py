@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sg3jax.metrics import metric_utils
 from sg3jax.metrics.resample import affine_grid, grid_sample
+from sg3jax.networks import generator
 from sg3jax.ops.upfirdn2d import filter2d, upsample2d
 
 #----------------------------------------------------------------------------
@@ -210,7 +211,6 @@ def compute_equivariance_metrics(opts, num_samples, batch_size, translate_max=0.
                                  compute_eqt_int=False, compute_eqt_frac=False, compute_eqr=False):
     if not (compute_eqt_int or compute_eqt_frac or compute_eqr):
         raise ValueError('compute_equivariance_metrics: select at least one of EQ-T, EQ-T_frac, EQ-R')
-    from sg3jax.networks import generator
     g_params, g_buffers, g_cfg = opts.G
     spec = generator.spec(g_cfg)
     if spec.arch != 'stylegan3':

@@ -11,10 +11,9 @@ import json
 import os
 import time
 
-from sg3jax.training.loop import format_time
-
 from sg3jax.metrics import (equivariance, frechet_inception_distance, inception_score, kernel_inception_distance,
                             metric_utils, perceptual_path_length, precision_recall)
+from sg3jax.utils import format_time
 
 #----------------------------------------------------------------------------
 

@@ -21,10 +21,14 @@ from typing import Any, Dict, Optional
 import numpy as np
 import jax
 import jax.numpy as jnp
+import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from sg3jax import utils
+from sg3jax.data import open_dataset
 from sg3jax.metrics import detectors as _detectors
+from sg3jax.networks import generator
 
 #----------------------------------------------------------------------------
 
@@ -79,7 +83,6 @@ class MetricOptions:
             if self.dataset is None:
                 raise ValueError('this metric needs a dataset: pass dataset=PATH (calc_metrics --data)')
             if isinstance(self.dataset, (str, os.PathLike)):
-                from sg3jax.data import open_dataset
                 self._dataset = open_dataset(self.dataset)
             else:
                 self._dataset = self.dataset
@@ -113,11 +116,9 @@ class MetricOptions:
         return jax.tree.map(put, tree)
 
     def spec(self):
-        from sg3jax.networks import generator
         return generator.spec(self.G[2])
 
     def tqdm(self, total, desc):
-        import tqdm
         return tqdm.tqdm(total=total, desc=desc, unit='img', disable=not self.progress or jax.process_index() > 0,
                          leave=False)
 
@@ -186,7 +187,7 @@ class FeatureStats:
             arrays['all_features'] = self.get_all()
         if self.capture_mean_cov and self.raw_mean is not None:
             arrays['raw_mean'], arrays['raw_cov'] = self.raw_mean, self.raw_cov
-        _detectors.savez_atomic(path, arrays)
+        utils.savez_atomic(path, arrays)
 
     @staticmethod
     def load(path):
@@ -320,7 +321,6 @@ def to_uint8(img):
 
 def compute_feature_stats_for_generator(opts, kind, detector_kwargs, batch_size=None, **stats_kwargs):
     """Features of generated images, z ~ N(0, I) and random dataset labels, until stats_kwargs['max_items']."""
-    from sg3jax.networks import generator
     g_params, g_buffers, g_cfg = opts.G
     spec = generator.spec(g_cfg)
     det = opts.detector(kind)

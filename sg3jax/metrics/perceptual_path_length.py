@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sg3jax.metrics import metric_utils
+from sg3jax.networks import generator
 
 
 def slerp(a, b, t):
@@ -47,7 +48,6 @@ def filtered_mean(dist):
 def compute_ppl(opts, num_samples, epsilon, space, sampling, crop, batch_size):
     if space not in ('z', 'w') or sampling not in ('full', 'end'):
         raise ValueError(f"PPL: space must be 'z' or 'w' and sampling 'full' or 'end', got {space!r}, {sampling!r}")
-    from sg3jax.networks import generator
     g_params, g_buffers, g_cfg = opts.G
     spec = generator.spec(g_cfg)
     vgg = opts.detector('vgg16')

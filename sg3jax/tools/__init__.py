@@ -1,8 +1,4 @@
-"""Sampling tools shared by the command lines (gen_images, gen_video, gen_style_mix, avg_spectra) and notebooks.
+"""The former name of sg3jax.sampling, kept for notebooks written before the move (`from sg3jax.tools import load,
+sampling`): `sampling` here is sg3jax.sampling.generate."""
 
-  load.py      load_generator(path): an sg3jax export, a training workdir (its newest snapshot) or an NVIDIA .pkl
-  sampling.py  seeds -> z -> ws (truncation toward w_avg, or as an option toward a class mean) ->
-               uint8 images, jitted and batched; the official SG3 input transform (make_transform)
-  cli.py       the official argument syntaxes (parse_range '0-31,40', 'a,b' vectors, 'WxH' grids), ToolError and
-               atomic file writes
-"""
+from sg3jax.sampling import cli, generate as sampling, load  # noqa: F401

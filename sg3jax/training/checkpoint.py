@@ -1,25 +1,25 @@
-"""Every Orbax call of sg3jax lives here (so a move to Orbax's V1 API is a one-file change).
+"""The training checkpoint, through Orbax (with sg3jax/sampling/export.py, the only files that call Orbax, so
+that a move to Orbax's V1 API changes two files).
 
-Two artefacts:
-  * the training checkpoint: the whole training state (G, D, G_ema, both optimiser states, buffers, step, nimg)
-    plus a JSON item (resolved config, data-iterator position, ...), through `ocp.CheckpointManager`:
-    asynchronous, keep-N, each step committed atomically (written to a temporary directory, then renamed); a
-    restart takes the newest step that restores (`restore_newest`: damaged ones are reported and set aside);
-  * the sampling export: G_ema's params and buffers and the G config only, which `restore_generator` loads
-    without any optimiser state (the file that gen_images, gen_video and notebooks take).
+The whole training state (G, D, G_ema, both optimiser states, buffers, step, nimg) plus a JSON item (resolved
+config, data-iterator position, ...), through `ocp.CheckpointManager`: asynchronous, keep-N, each step committed
+atomically (written to a temporary directory, then renamed); a restart takes the newest step that restores
+(`restore_newest`: damaged ones are reported and set aside). The sampling export (G_ema alone, for the sampling
+tools) is sg3jax.sampling.export; export_generator and restore_generator are importable from here as well.
 """
 
-import json
 import os
 import pathlib
-import shutil
-import tempfile
 from typing import Any, Optional, Tuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+# export_generator and restore_generator are sg3jax.sampling's; importable from here for code written before.
+from sg3jax.sampling.export import export_generator, onto_first_device, restore_generator  # noqa: F401
+from sg3jax.utils import error_reason
 
 #----------------------------------------------------------------------------
 # Training checkpoints.
@@ -73,7 +73,7 @@ def restore_newest(manager: ocp.CheckpointManager, abstract_state, check_meta=No
             if missing:
                 raise KeyError(f'its JSON item lacks {", ".join(missing)}')
         except Exception as e:  # noqa: BLE001 -- any failure to read makes this step unusable, reported below
-            reason = _reason(e)
+            reason = error_reason(e)
         reason = _agree(reason)
         if reason is None:
             if check_meta is not None:
@@ -82,7 +82,7 @@ def restore_newest(manager: ocp.CheckpointManager, abstract_state, check_meta=No
                 state = manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state)))['state']
             except Exception as e:  # noqa: BLE001
-                reason = _reason(e)
+                reason = error_reason(e)
             reason = _agree(reason)
             if reason is None:
                 if failures:
@@ -95,15 +95,6 @@ def restore_newest(manager: ocp.CheckpointManager, abstract_state, check_meta=No
         raise NoUsableCheckpoint(f'{root}: no checkpoint can be restored ({listed}). Nothing was changed; move '
                                  f'these step directories away to start this run from scratch')
     return None
-
-
-def _reason(e: BaseException) -> str:
-    """The first line of the innermost explicit cause (Orbax wraps TensorStore's precise message, e.g. a byte
-    range past the end of a truncated file, in a long generic one)."""
-    while e.__cause__ is not None:
-        e = e.__cause__
-    text = (str(e).strip().splitlines() or [''])[0]
-    return f'{type(e).__name__}: {text[:800]}'
 
 
 def _agree(reason: Optional[str]) -> Optional[str]:
@@ -132,14 +123,6 @@ def _move_damaged(manager, paths, log):
     manager.reload()
 
 
-def _onto_first_device(abstract):
-    """`abstract` (shapes and dtypes) placed on this process's first device: the target that reads a checkpoint
-    whatever devices wrote it (a pod's, on a laptop); without a sharding Orbax rebuilds the writer's and refuses
-    another topology."""
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
-
-
 def read_training_state(path) -> Tuple[Any, dict, int]:
     """(state, meta, step) of another run, read onto this process's first device whatever devices wrote it:
     `path` is a run directory, its `checkpoints` directory (the newest committed step) or one step directory.
@@ -154,84 +137,7 @@ def read_training_state(path) -> Tuple[Any, dict, int]:
             raise FileNotFoundError(f'{path}: no committed sg3jax checkpoint here (expected a run directory, its '
                                     f'checkpoints/ or one of its step directories)')
         path = path / str(steps[0])
-    target = _onto_first_device(ocp.StandardCheckpointer().metadata(path / 'state').item_metadata)
+    target = onto_first_device(ocp.StandardCheckpointer().metadata(path / 'state').item_metadata)
     state = ocp.StandardCheckpointer().restore(path / 'state', target)
     meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path / 'meta', args=ocp.args.JsonRestore())
     return state, meta, int(path.name)
-
-
-#----------------------------------------------------------------------------
-# Sampling export.
-
-EXPORT_FORMAT = 'sg3jax-generator-v1'
-
-
-def export_generator(path, params, buffers, G_cfg: dict, extra: Optional[dict] = None):
-    """Writes {params, buffers} and `generator.json` (format tag, G config, `extra`) to directory `path`,
-    atomically: everything goes to a temporary sibling first, which is renamed into place only when complete.
-    An existing export at `path` is replaced. A failed write (a full disk) raises OSError naming `path` and
-    leaves nothing behind. Call from every process (Orbax saves collectively); only process 0 writes the JSON
-    and renames."""
-    path = pathlib.Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = None
-    if jax.process_index() == 0:
-        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{path.name}.tmp-', dir=path.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)       # mkdtemp's 0700 would make the export private to this user
-    tmp = _broadcast_path(tmp)
-    try:
-        ckptr = ocp.StandardCheckpointer()
-        ckptr.save(tmp / 'arrays', {'params': params, 'buffers': buffers})
-        ckptr.wait_until_finished()
-        if jax.process_index() == 0:
-            meta = {'format': EXPORT_FORMAT, 'G_cfg': G_cfg, 'extra': extra or {}}
-            (tmp / 'generator.json').write_text(json.dumps(meta, indent=2, sort_keys=True))
-            if path.exists():
-                old = path.with_name(f'.{path.name}.old-{os.getpid()}')
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-    except BaseException as e:
-        if jax.process_index() == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, Exception):    # a full disk, a quota, a lost mount: one error naming the export
-            raise OSError(f'{path}: the export could not be written ({_reason(e)}); its temporary directory was '
-                          f'removed, and a previous export there, if any, is unchanged') from e
-        raise
-
-
-def _broadcast_path(p):
-    if jax.process_count() == 1:
-        return p
-    s = str(p) if p is not None else ''
-    buf = np.frombuffer(s.encode().ljust(4096, b'\0'), np.uint8)
-    buf = multihost_utils.broadcast_one_to_all(buf)
-    return pathlib.Path(bytes(buf).rstrip(b'\0').decode())
-
-
-def restore_generator(path):
-    """(params, buffers, G_cfg) from an `export_generator` directory, on this process's first device; a clear
-    error names what is wrong."""
-    path = pathlib.Path(path).absolute()
-    meta_file = path / 'generator.json'
-    if not meta_file.is_file():
-        raise FileNotFoundError(f'{path} is not an sg3jax generator export: {meta_file.name} is missing')
-    try:
-        meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f'{meta_file}: not valid JSON ({e})') from None
-    if meta.get('format') != EXPORT_FORMAT:
-        raise ValueError(f'{meta_file}: format {meta.get("format")!r}, expected {EXPORT_FORMAT!r}')
-    from sg3jax.networks import generator
-    G_cfg = meta['G_cfg']
-    abstract = _onto_first_device(jax.eval_shape(lambda k: generator.init(k, G_cfg), jax.random.key(0)))
-    target = {'params': abstract[0], 'buffers': abstract[1]}
-    try:
-        tree = ocp.StandardCheckpointer().restore(path / 'arrays', target)
-    except Exception as e:  # orbax reports tree/shape mismatches in many forms; name the export
-        raise ValueError(f'{path}: the arrays do not match its generator.json config: {e}') from e
-    return tree['params'], tree['buffers'], G_cfg

@@ -19,7 +19,9 @@ from typing import List, Optional, Tuple
 
 from ml_collections import config_dict
 
+from sg3jax.metrics.metric_main import is_valid_metric, list_valid_metrics
 from sg3jax.networks import presets
+from sg3jax.training.augment import PRESETS as AUG_PRESETS
 
 CFGS = presets.CFGS
 AUGS = ('noaug', 'ada', 'fixed')
@@ -337,7 +339,6 @@ def validate(config, num_devices: int, require_data: bool = True) -> None:
     need(c.aug in AUGS, 'aug', f'must be one of {AUGS}')
     num_in('p', 0, 1)
     num_in('target', 0, 1)
-    from sg3jax.training.augment import PRESETS as AUG_PRESETS
     need(c.augpipe in AUG_PRESETS, 'augpipe', f'must be one of {sorted(AUG_PRESETS)}')
     int_at_least('ada_interval', 1)
     num_in('ada_kimg', 0, lo_open=True)
@@ -357,7 +358,6 @@ def validate(config, num_devices: int, require_data: bool = True) -> None:
     need(c.nan_policy in NAN_POLICIES, 'nan_policy', f'must be one of {NAN_POLICIES}')
     need(isinstance(c.metrics, str), 'metrics', "must be a comma-separated string of metric names, e.g. "
          "'fid50k_full,kid50k_full' ('' or 'none' for no metrics)")
-    from sg3jax.metrics.metric_main import is_valid_metric, list_valid_metrics
     for name in metric_names(c.metrics):
         need(is_valid_metric(name), 'metrics', f'has unknown metric {name!r}; valid metrics: '
              f'{", ".join(list_valid_metrics())}')

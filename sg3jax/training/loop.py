@@ -5,7 +5,6 @@ the loop (phases, then at each tick: status line, stats.jsonl, TensorBoard, snap
 """
 
 import json
-import os
 import pathlib
 import resource
 import signal
@@ -16,27 +15,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from tensorboardX import SummaryWriter
 
+from sg3jax import data as data_lib
+from sg3jax import metrics as metrics_lib
 from sg3jax.networks import generator
+from sg3jax.sampling.export import export_generator
 from sg3jax.training import checkpoint as ckpt
 from sg3jax.training import config as config_lib
 from sg3jax.training import steps as steps_lib
 from sg3jax.training import transfer
+from sg3jax.utils import format_time, save_image_grid
 
 
 class NonFiniteLoss(FloatingPointError):
     """A loss became NaN or Inf (config.nan_policy='stop')."""
-
-
-def format_time(seconds):
-    s = int(np.rint(seconds))
-    if s < 60:
-        return f'{s}s'
-    if s < 3600:
-        return f'{s // 60}m {s % 60:02d}s'
-    if s < 86400:
-        return f'{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s'
-    return f'{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m'
 
 
 def grid_shape(resolution, c_dim):
@@ -46,23 +39,6 @@ def grid_shape(resolution, c_dim):
     if c_dim:
         gh = min(c_dim, 32)
     return gw, gh
-
-
-def save_image_grid(images, path, grid):
-    """[N, H, W, C] in [-1, 1] -> one PNG of gh rows x gw columns (official save_image_grid), written atomically."""
-    from PIL import Image
-    gw, gh = grid
-    img = np.asarray(images, np.float32)
-    img = np.rint((img + 1) * (255 / 2)).clip(0, 255).astype(np.uint8)
-    n, h, w, c = img.shape
-    img = img.reshape(gh, gw, h, w, c).transpose(0, 2, 1, 3, 4).reshape(gh * h, gw * w, c)
-    tmp = pathlib.Path(f'{path}.tmp')
-    try:
-        Image.fromarray(img[:, :, 0] if c == 1 else img, 'L' if c == 1 else 'RGB').save(tmp, format='PNG')
-        os.replace(tmp, path)
-    except OSError as e:    # a full disk: no half-written PNG left behind, and the error names the grid
-        tmp.unlink(missing_ok=True)
-        raise OSError(f'{path}: the sample grid could not be written ({e})') from e
 
 
 class _Preemption:
@@ -161,8 +137,7 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
 
     def to_device(host):
         """This process's uint8 slice -> the global float batch in [-1, 1], sharded on `data`."""
-        arrays = {k: jax.make_array_from_process_local_data(data_sharding, np.asarray(v)) for k, v in host.items()}
-        arrays = _normalize(arrays)
+        arrays = _normalize(data_lib.to_global_array(host, data_sharding))
         # An unconditional run's labels are [n, 0]: XLA gives such empty outputs a replicated sharding, which the
         # update steps' `data` in_shardings refuse on more than one device; empty arrays move for free.
         return {k: jax.device_put(a, data_sharding) if a.size == 0 else a for k, a in arrays.items()}
@@ -191,7 +166,6 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     preemption = _Preemption()
     writer = None
     if is_main:
-        from tensorboardX import SummaryWriter
         writer = SummaryWriter(str(workdir))
     total_nimg = int(run.kimg * 1000)
     tick_nimg = int(run.tick * 1000)
@@ -258,7 +232,7 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
                 meta = {'nimg': nimg, 'data_position': step, 'config': run_config}
                 ckpt.save(manager, step, state, meta, force=True)
                 snapshot = workdir / f'network-snapshot-{nimg // 1000:06d}'
-                ckpt.export_generator(snapshot, state['G_ema'], state['buffers']['G_ema'], G_cfg,
+                export_generator(snapshot, state['G_ema'], state['buffers']['G_ema'], G_cfg,
                                       extra={'kimg': nimg / 1000, 'step': step})
                 snapshot_images(f'fakes{nimg // 1000:06d}.png')
                 if metric_list and not preempted:
@@ -283,8 +257,6 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
 def _evaluate_metrics(names, run, state, G_cfg, workdir, snapshot, writer, nimg, log):
     """Each metric of `names` on G_ema, appended to workdir/metric-<name>.jsonl and TensorBoard `Metrics/*`
     (official training_loop: after the snapshot, every rank computes, rank 0 reports)."""
-    from sg3jax import data as data_lib
-    from sg3jax import metrics as metrics_lib
     G = (state['G_ema'], state['buffers']['G_ema'], G_cfg)
     # Opened here only for a TFDS name in a data_dir; the equivariance metrics need no dataset at all.
     dataset = data_lib.open_dataset(run.data, data_dir=run.data_dir) if run.data_dir else run.data

@@ -24,6 +24,7 @@ import numpy as np
 from sg3jax import legacy
 from sg3jax.convert import StateDictMismatch, flatten, unflatten
 from sg3jax.networks import discriminator, generator
+from sg3jax.sampling.export import restore_generator
 from sg3jax.training import checkpoint as ckpt
 
 
@@ -49,7 +50,7 @@ def load_source(path) -> dict:
         return {'kind': 'pickle', 'G': G, 'G_ema': G_ema, 'D': data['D']['params'] if 'D' in data else None,
                 'G_cfg': data['G_ema' if 'G_ema' in data else 'G']['cfg']}
     if (path / 'generator.json').is_file():
-        params, buffers, G_cfg = ckpt.restore_generator(path)
+        params, buffers, G_cfg = restore_generator(path)
         G = jax.device_get((params, buffers))
         return {'kind': 'export', 'G': G, 'G_ema': G, 'D': None, 'G_cfg': G_cfg}
     try:

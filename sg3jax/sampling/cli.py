@@ -1,15 +1,12 @@
-"""Command-line helpers shared by the sampling tools: the official argument syntaxes and atomic writes.
+"""Command-line helpers shared by the sampling tools: the official argument syntaxes.
 
 The parsers accept what the official tools accept (NVlabs/stylegan3 gen_images.py `parse_range`, `parse_vec2`,
 gen_video.py `parse_tuple`) and raise ToolError naming the flag otherwise; each tool's main() turns a ToolError
 into argparse's usage error (exit status 2).
 """
 
-import contextlib
-import os
 import re
 import sys
-import tempfile
 from typing import List, Tuple
 
 import numpy as np
@@ -81,35 +78,6 @@ def parse_tuple(s, flag='--grid') -> Tuple[int, int]:
     if w < 1 or h < 1:
         raise ToolError(f'{flag} {s!r}: width and height must be >= 1')
     return w, h
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path beside `path` (same directory and suffix, so writers that look at the extension
-    still work); on success it is renamed onto `path` with os.replace (atomic on POSIX), on failure removed.
-    Readers therefore see the old file or the complete new one, never a partial file."""
-    path = os.fspath(path)
-    d, name = os.path.split(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    stem, ext = os.path.splitext(name)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{stem}.tmp-', suffix=ext, dir=d)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def save_png(path, img):
-    """uint8 [H, W, C] (C = 1 or 3) -> PNG at `path`, atomically (grayscale as mode 'L', as the official tool)."""
-    import PIL.Image
-    img = np.asarray(img)
-    pil = PIL.Image.fromarray(img[:, :, 0], 'L') if img.shape[2] == 1 else PIL.Image.fromarray(img, 'RGB')
-    with atomic_path(path) as tmp:
-        pil.save(tmp, format='PNG')
 
 
 TRUNC_CENTERS = ('w_avg', 'class')     # what truncation pulls toward (sampling.truncation_center)

@@ -3,10 +3,9 @@
     params, buffers, G_cfg = load_generator(path)
 
 `path` may be
-  * an sg3jax sampling export (a directory with generator.json, written by checkpoint.export_generator);
+  * an sg3jax sampling export (a directory with generator.json, written by export.export_generator);
   * a training workdir: its newest complete `network-snapshot-KKKKKK/` export (the loop's naming, KKKKKK = kimg);
-  * an NVIDIA `.pkl` (official StyleGAN2-ADA / StyleGAN3 network pickle): its G_ema, read by sg3jax.legacy
-    (imported only when needed, so the other cases do not depend on it).
+  * an NVIDIA `.pkl` (official StyleGAN2-ADA / StyleGAN3 network pickle): its G_ema, read by sg3jax.legacy.
 Anything else is refused with an error saying which of these was expected.
 """
 
@@ -15,14 +14,16 @@ import pathlib
 import pickle
 import re
 
-from sg3jax.tools.cli import ToolError
+from sg3jax import legacy
+from sg3jax.sampling.cli import ToolError
+from sg3jax.sampling.export import restore_generator
 
 _SNAPSHOT = re.compile(r'^network-snapshot-(\d+)$')
 
 
 def latest_snapshot(workdir):
     """The newest complete export `network-snapshot-KKKKKK` in a training workdir (largest KKKKKK), or None.
-    Exports are renamed into place only when complete (checkpoint.export_generator), so a directory with
+    Exports are renamed into place only when complete (export.export_generator), so a directory with
     generator.json is complete; the hidden temporaries the exporter leaves on a crash never match."""
     best = None
     for p in pathlib.Path(workdir).iterdir():
@@ -60,16 +61,10 @@ def load_generator(path_or_pkl):
     """(params, buffers, G_cfg) of the generator at `path_or_pkl` (module docstring); G_ema for pickles."""
     kind, p = resolve(path_or_pkl)
     if kind == 'export':
-        from sg3jax.training import checkpoint
         try:
-            return checkpoint.restore_generator(p)
+            return restore_generator(p)
         except (FileNotFoundError, ValueError) as e:
             raise ToolError(f'--network {p}: {e}') from e
-    try:
-        from sg3jax import legacy    # lazily: only .pkl input needs the pickle reader
-    except ImportError as e:
-        raise ToolError(f'--network {p}: reading NVIDIA .pkl files needs sg3jax.legacy, which could not be '
-                        f'imported ({e})') from e
     try:
         nets = legacy.load_network_pkl(p)
     except (ValueError, pickle.UnpicklingError, OSError) as e:   # the reader's errors say what is wrong

@@ -27,7 +27,7 @@ import numpy as np
 
 from sg3jax.networks import generator
 from sg3jax.networks.layers import lerp
-from sg3jax.tools.cli import TRUNC_CENTERS, ToolError
+from sg3jax.sampling.cli import TRUNC_CENTERS, ToolError
 
 CLASS_MEAN_SAMPLES = 10_000     # z samples per class mean w; the estimate's std error is ~1% of w's spread
 CLASS_MEAN_BATCH = 1000
@@ -253,14 +253,3 @@ def input_transform(translate=(0.0, 0.0), angle=0.0) -> np.ndarray:
     potentially failing numerical operations in the network"), computed in float64 as the official np.linalg.inv,
     then float32 like the buffer."""
     return np.linalg.inv(make_transform(translate, angle)).astype(np.float32)
-
-#----------------------------------------------------------------------------
-
-def image_grid(images, gw, gh=None) -> np.ndarray:
-    """uint8 [N, H, W, C] -> one [gh*H, gw*W, C] image, row-major (gen_video's layout_grid)."""
-    images = np.asarray(images)
-    n, h, w, c = images.shape
-    gh = n // gw if gh is None else gh
-    if gh * gw != n:
-        raise ValueError(f'{n} images do not fill a {gw}x{gh} grid')
-    return images.reshape(gh, gw, h, w, c).transpose(0, 2, 1, 3, 4).reshape(gh * h, gw * w, c)
