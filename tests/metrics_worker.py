@@ -31,8 +31,8 @@ from sg3jax import calc_metrics  # noqa: E402
 from sg3jax.metrics import metric_main  # noqa: E402
 
 # 20 generated images in batches of 8: the last batch is part padding, on every device count.
-kw = dict(G=tiny_generator('stylegan2', c_dim=3), dataset=dataset, cache_dir=cache_dir.format(pid=pid), detectors=fake_detectors(),
-          num_gen=20, batch_size=8, progress=False)
+kw = dict(G=tiny_generator('stylegan2', c_dim=3), dataset=dataset, cache_dir=cache_dir.format(pid=pid),
+          detectors=fake_detectors(), num_gen=20, batch_size=8, progress=False)
 results = {}
 for name in ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'is50k', 'ppl2_wend', 'fid50k_full']:
     r = metric_main.calc_metric(name, **kw)

@@ -121,6 +121,7 @@ def _assert_equal_states(state, ref):
         np.testing.assert_array_equal(b, a, err_msg=jax.tree_util.keystr(path))
 
 
+@pytest.mark.slow
 def test_sigkill_during_an_async_save_resumes_from_the_last_committed_step(uninterrupted, tmp_path):
     """SIGKILL while the step-5 save is in flight (its files written to Orbax's temporary directory, not yet
     committed): the restart never sees step 5, resumes from step 1 (Orbax removes the temporary directory), and

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from sg3jax.networks import discriminator, generator, presets
-from sg3jax.networks.synthesis_sg3 import synthesis_apply
+from sg3jax.networks.synthesis_sg3 import synthesis_activations
 from sg3jax.training import steps as S
 
 # Relative RMS error of the whole network against float32: a few times the dtype's unit roundoff (2^-8 for
@@ -62,8 +62,7 @@ def test_sg3_only_the_fp16_layers_change_dtype():
     # Dtypes only: abstract evaluation, nothing compiled or run.
     params, buffers = jax.eval_shape(lambda k: generator.init(k, G_cfg), jax.random.key(0))
     ws = jax.ShapeDtypeStruct((2, s.synthesis.num_ws, G_cfg['w_dim']), jnp.float32)
-    _, acts = jax.eval_shape(lambda p, b, w: synthesis_apply(p, b, w, s.synthesis, return_activations=True,
-                                                             mixed_dtype=jnp.bfloat16),
+    _, acts = jax.eval_shape(lambda p, b, w: synthesis_activations(p, b, w, s.synthesis, mixed_dtype=jnp.bfloat16),
                              params['synthesis'], buffers['synthesis'], ws)
     layers = s.synthesis.layers
     assert any(l.use_fp16 for l in layers) and not all(l.use_fp16 for l in layers)
@@ -94,8 +93,8 @@ def test_discriminator_only_the_fp16_blocks_change_dtype():
     params, _ = jax.eval_shape(lambda k: discriminator.init(k, D_cfg), jax.random.key(0))
     img = jax.ShapeDtypeStruct((4, 32, 32, 3), jnp.float32)
     for dtype in (jnp.bfloat16, jnp.float16):
-        logits, acts = jax.eval_shape(lambda p, x: discriminator.apply(p, x, None, D_cfg, return_activations=True,
-                                                                       mixed_dtype=dtype), params, img)
+        logits, acts = jax.eval_shape(lambda p, x: discriminator.activations(p, x, None, D_cfg, mixed_dtype=dtype),
+                                      params, img)
         assert logits.dtype == jnp.float32
         blocks = spec.blocks
         assert any(b.use_fp16 for b in blocks) and not all(b.use_fp16 for b in blocks)

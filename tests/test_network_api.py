@@ -67,7 +67,7 @@ def test_update_emas_returns_updated_buffers_and_mutates_nothing():
     g, g_cfg, gp, gb, _, _ = _tiny()
     z, c = jnp.asarray(g['z']), jnp.asarray(g['c'])
     before = jax.tree.map(np.array, gb)
-    img, nb = jax.jit(lambda p, b: generator.apply(p, b, z, c, g_cfg, update_emas=True))(gp, gb)
+    img, nb = jax.jit(lambda p, b: generator.apply_update_emas(p, b, z, c, g_cfg))(gp, gb)
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.array, gb), before)   # input untouched
 
     s = generator.spec(g_cfg)
@@ -77,8 +77,7 @@ def test_update_emas_returns_updated_buffers_and_mutates_nothing():
     assert_close(nb['mapping']['w_avg'], w_mean + beta * (before['mapping']['w_avg'] - w_mean), name='w_avg')
 
     # magnitude_ema of layer i tracks the mean square of its input (the previous layer's output).
-    _, acts = jax.jit(lambda p, b, ws: synthesis_sg3.synthesis_apply(p, b, ws, s.synthesis,
-                                                                     return_activations=True))(
+    _, acts = jax.jit(lambda p, b, ws: synthesis_sg3.synthesis_activations(p, b, ws, s.synthesis))(
         gp['synthesis'], gb['synthesis'], ws)
     beta = s.synthesis.magnitude_ema_beta
     prev = 'input'

@@ -107,7 +107,7 @@ def test_discriminator_parity(name):
     cfg = golden.json_field(data, 'config_json')
     params, _ = convert.from_state_dict(golden.params_of(data), cfg, kind='D')
     c = jnp.asarray(data['c']) if data['c'].size else None
-    logits, acts = jax.jit(lambda p, x, c: discriminator.apply(p, x, c, cfg, return_activations=True))(
+    logits, acts = jax.jit(lambda p, x, c: discriminator.activations(p, x, c, cfg))(
         params, jnp.asarray(nchw_to_nhwc(data['img'])), c)
     for k in data:
         if k.startswith('act/'):
@@ -131,7 +131,7 @@ def test_generator_activations_parity(name):
     s = generator.spec(cfg)
     ws = jnp.asarray(acts_ref['ws'])                                       # batch of one
     module = synthesis_sg3 if s.arch == 'stylegan3' else synthesis_sg2
-    img, acts = jax.jit(lambda p, b, ws: module.synthesis_apply(p, b, ws, s.synthesis, return_activations=True))(
+    img, acts = jax.jit(lambda p, b, ws: module.synthesis_activations(p, b, ws, s.synthesis))(
         params['synthesis'], buffers['synthesis'], ws)
     keys = [k for k in acts_ref if k.startswith('act/')]
     assert keys

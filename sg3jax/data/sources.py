@@ -20,6 +20,7 @@ import zipfile
 import numpy as np
 import PIL.Image
 
+from sg3jax.data import dataset as dataset_lib   # the reader knows how TFDS features map to image/label
 from sg3jax.data.errors import DatasetError
 
 LABELS_FILE = 'dataset.json'    # official name and place: the root of the folder or zip (dataset_tool.py)
@@ -185,7 +186,6 @@ def _open_zip(path):
 
 @contextlib.contextmanager
 def _open_tfds(spec, data_dir=None):
-    from sg3jax.data import dataset as dataset_lib   # the reader knows how TFDS features map to image/label
     name = spec[len('tfds:'):]
     ds = dataset_lib.open_tfds_source(name, split='train', data_dir=data_dir)
     names = [f'{name}[{i}]' for i in range(len(ds['source']))]

@@ -189,9 +189,15 @@ def _d_block(p, x, img, *, f, blk, spec: DSpec, impl, dtype):
     return x, img
 
 
-def d_apply(params, spec: DSpec, img, c=None, impl='fast', return_activations=False, mbstd_fn=None,
-            mixed_dtype=None, remat=False):
-    """img [N, R, R, C] (NHWC, in [-1, 1]), c [N, c_dim] -> logits [N, 1] (float32).
+def d_apply(params, spec: DSpec, img, c=None, impl='fast', mbstd_fn=None, mixed_dtype=None, remat=False):
+    """img [N, R, R, C] (NHWC, in [-1, 1]), c [N, c_dim] -> logits [N, 1] (float32)."""
+    return d_activations(params, spec, img, c, impl=impl, mbstd_fn=mbstd_fn, mixed_dtype=mixed_dtype,
+                         remat=remat)[0]
+
+
+def d_activations(params, spec: DSpec, img, c=None, impl='fast', mbstd_fn=None, mixed_dtype=None, remat=False):
+    """(logits, {'<block>.x': each block's output, 'cmap': the conditioning embedding of a conditional D}) of
+    `d_apply`, for localising parity differences.
 
     `mbstd_fn` replaces `minibatch_std` (e.g. a shard_map'ed per-device version during training).
     `mixed_dtype` (jnp.bfloat16 / jnp.float16): compute dtype of the `use_fp16` blocks (the highest
@@ -218,7 +224,7 @@ def d_apply(params, spec: DSpec, img, c=None, impl='fast', return_activations=Fa
     if spec.c_dim > 0:
         if c is None or c.ndim != 2 or c.shape[1] != spec.c_dim:
             raise ValueError(f'c must have shape [N, {spec.c_dim}], got {None if c is None else c.shape}')
-        cmap = mapping_apply(params['mapping'], {}, None, c, **_mapping_kwargs(spec))
+        cmap, _ = mapping_apply(params['mapping'], {}, None, c, **_mapping_kwargs(spec))
         acts['cmap'] = cmap
 
     # Epilogue (official DiscriminatorEpilogue), always float32.
@@ -235,7 +241,7 @@ def d_apply(params, spec: DSpec, img, c=None, impl='fast', return_activations=Fa
     x = fc_apply(p['out'], x)
     if spec.cmap_dim > 0:
         x = jnp.sum(x * cmap, axis=1, keepdims=True) * (1 / np.sqrt(spec.cmap_dim))
-    return (x, acts) if return_activations else x
+    return x, acts
 
 #----------------------------------------------------------------------------
 # Public API over a plain config dict (official Discriminator kwargs; `class_name` is accepted and checked).
@@ -264,3 +270,8 @@ def init(key, cfg):
 def apply(params, img, c, cfg, **kwargs):
     """D(img, c) -> logits [N, 1]; img NHWC in [-1, 1]."""
     return d_apply(params, spec(cfg), img, c, **kwargs)
+
+
+def activations(params, img, c, cfg, **kwargs):
+    """(logits, every block's output) of D(img, c): see d_activations."""
+    return d_activations(params, spec(cfg), img, c, **kwargs)

@@ -8,7 +8,7 @@ A generator config is a plain dict of the official constructor kwargs plus `arch
 
     params, buffers = init(key, cfg)
     img = apply(params, buffers, z, c, cfg, truncation_psi=0.7)              # [N, R, R, C] NHWC in ~[-1, 1]
-    img, buffers = apply(params, buffers, z, c, cfg, update_emas=True)       # training: updated w_avg etc.
+    img, buffers = apply_update_emas(params, buffers, z, c, cfg)             # training: updated w_avg etc.
 
 `params` are the trainable parameters, `buffers` the official non-trainable state (w_avg, magnitude_ema, SG3
 input freqs/phases/transform, SG2 noise_const). Config-derived filters live in neither: they are recomputed.
@@ -110,22 +110,29 @@ def init(key, cfg):
     return {'mapping': mp, 'synthesis': sp}, {'mapping': mb, 'synthesis': sb}
 
 
-def mapping(params, buffers, z, c, cfg, truncation_psi=1.0, truncation_cutoff=None, update_emas=False):
-    """z [N, z_dim], c [N, c_dim] -> ws [N, num_ws, w_dim]; with update_emas -> (ws, new_buffers).
+def mapping(params, buffers, z, c, cfg, truncation_psi=1.0, truncation_cutoff=None):
+    """z [N, z_dim], c [N, c_dim] -> ws [N, num_ws, w_dim].
 
     Truncation: ws[:, :cutoff] = w_avg + psi * (ws - w_avg), cutoff = num_ws when None."""
+    return _mapping(params, buffers, z, c, cfg, truncation_psi, truncation_cutoff, update_emas=False)[0]
+
+
+def mapping_update_emas(params, buffers, z, c, cfg, truncation_psi=1.0, truncation_cutoff=None):
+    """(ws, buffers with w_avg moved toward this batch's mean w): the official mapping(..., update_emas=True)
+    of training, which truncates toward the updated w_avg."""
+    return _mapping(params, buffers, z, c, cfg, truncation_psi, truncation_cutoff, update_emas=True)
+
+
+def _mapping(params, buffers, z, c, cfg, truncation_psi, truncation_cutoff, update_emas):
     s = spec(cfg)
-    out = mapping_apply(params['mapping'], buffers['mapping'], z, c, truncation_psi=truncation_psi,
-                        truncation_cutoff=truncation_cutoff, update_emas=update_emas, **s.mapping_kwargs)
-    if update_emas:
-        ws, mb = out
-        return ws, {**buffers, 'mapping': mb}
-    return out
+    ws, mb = mapping_apply(params['mapping'], buffers['mapping'], z, c, truncation_psi=truncation_psi,
+                           truncation_cutoff=truncation_cutoff, update_emas=update_emas, **s.mapping_kwargs)
+    return ws, {**buffers, 'mapping': mb}
 
 
-def synthesis(params, buffers, ws, cfg, update_emas=False, noise_mode='const', noise_key=None,
-              fused_modconv=None, transform=None, impl='fast', mixed_dtype=None, remat=False):
-    """ws -> images [N, R, R, C] (NHWC); with update_emas -> (img, new_buffers).
+def synthesis(params, buffers, ws, cfg, noise_mode='const', noise_key=None, fused_modconv=None, transform=None,
+              impl='fast', mixed_dtype=None, remat=False):
+    """ws -> images [N, R, R, C] (NHWC).
 
     StyleGAN3: `transform` ([3,3] or [N,3,3]) overrides the input's transform buffer; noise options are ignored,
     as in the official code. StyleGAN2: `noise_mode` 'const' | 'random' (needs noise_key) | 'none',
@@ -133,27 +140,41 @@ def synthesis(params, buffers, ws, cfg, update_emas=False, noise_mode='const', n
     `mixed_dtype`: jnp.bfloat16 or jnp.float16 runs the top `num_fp16_res` resolutions in that dtype (mixed
     precision, official fp16 layers); None = float32 everywhere. `remat`: recompute each layer (SG3) or block
     (SG2) in the backward pass instead of keeping its internals (training memory; same values)."""
+    return _synthesis(params, buffers, ws, cfg, False, noise_mode, noise_key, fused_modconv, transform, impl,
+                      mixed_dtype, remat)[0]
+
+
+def synthesis_update_emas(params, buffers, ws, cfg, noise_mode='const', noise_key=None, fused_modconv=None,
+                          transform=None, impl='fast', mixed_dtype=None, remat=False):
+    """(images, buffers with StyleGAN3's magnitude_ema moved toward this batch's): the official
+    synthesis(..., update_emas=True) of training. StyleGAN2 has no such buffer: its buffers come back as given."""
+    return _synthesis(params, buffers, ws, cfg, True, noise_mode, noise_key, fused_modconv, transform, impl,
+                      mixed_dtype, remat)
+
+
+def _synthesis(params, buffers, ws, cfg, update_emas, noise_mode, noise_key, fused_modconv, transform, impl,
+               mixed_dtype, remat):
     s = spec(cfg)
     if s.arch == 'stylegan3':
-        out = synthesis_sg3.synthesis_apply(params['synthesis'], buffers['synthesis'], ws, s.synthesis,
-                                            update_emas=update_emas, transform=transform, impl=impl,
-                                            mixed_dtype=mixed_dtype, remat=remat)
-        if update_emas:
-            img, sb = out
-            return img, {**buffers, 'synthesis': sb}
-        return out
+        img, sb = synthesis_sg3.synthesis_apply(params['synthesis'], buffers['synthesis'], ws, s.synthesis,
+                                                update_emas=update_emas, transform=transform, impl=impl,
+                                                mixed_dtype=mixed_dtype, remat=remat)
+        return img, {**buffers, 'synthesis': sb}
     if transform is not None:
         raise ValueError('transform is a StyleGAN3 input option; StyleGAN2 has a constant input')
     img = synthesis_sg2.synthesis_apply(params['synthesis'], buffers['synthesis'], ws, s.synthesis,
                                         noise_mode=noise_mode, noise_key=noise_key, fused_modconv=fused_modconv,
                                         impl=impl, mixed_dtype=mixed_dtype, remat=remat)
-    return (img, buffers) if update_emas else img
+    return img, buffers
 
 
-def apply(params, buffers, z, c, cfg, truncation_psi=1.0, truncation_cutoff=None, update_emas=False, **kwargs):
-    """G(z, c): mapping then synthesis. Returns img, or (img, new_buffers) with update_emas."""
-    if update_emas:
-        ws, buffers = mapping(params, buffers, z, c, cfg, truncation_psi, truncation_cutoff, update_emas=True)
-        return synthesis(params, buffers, ws, cfg, update_emas=True, **kwargs)
+def apply(params, buffers, z, c, cfg, truncation_psi=1.0, truncation_cutoff=None, **kwargs):
+    """G(z, c): mapping then synthesis -> images; `kwargs` are synthesis's."""
     ws = mapping(params, buffers, z, c, cfg, truncation_psi, truncation_cutoff)
     return synthesis(params, buffers, ws, cfg, **kwargs)
+
+
+def apply_update_emas(params, buffers, z, c, cfg, truncation_psi=1.0, truncation_cutoff=None, **kwargs):
+    """(images, updated buffers) of G(z, c) in training: mapping_update_emas, then synthesis_update_emas."""
+    ws, buffers = mapping_update_emas(params, buffers, z, c, cfg, truncation_psi, truncation_cutoff)
+    return synthesis_update_emas(params, buffers, ws, cfg, **kwargs)

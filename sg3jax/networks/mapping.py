@@ -38,12 +38,13 @@ def mapping_init(key, z_dim, c_dim, w_dim, num_ws: Optional[int], num_layers=8, 
 def mapping_apply(params, buffers, z, c, *, z_dim, c_dim, num_ws: Optional[int], num_layers=8,
                   activation='lrelu', lr_multiplier=0.01, w_avg_beta: Optional[float] = 0.998,
                   truncation_psi=1.0, truncation_cutoff: Optional[int] = None, update_emas=False, **unused):
-    """z [N, z_dim], c [N, c_dim] -> ws [N, num_ws, w_dim] (or [N, w_dim] when num_ws is None).
+    """z [N, z_dim], c [N, c_dim] -> (ws [N, num_ws, w_dim] (or [N, w_dim] when num_ws is None), buffers).
 
     Steps: normalise z and the embedded c to unit second moment, concatenate, `num_layers` FC layers with
-    lr-multiplier 0.01. With `update_emas` the running mean `w_avg` moves toward the batch mean with decay
-    `w_avg_beta`, and the new buffers are returned: (ws, buffers). Truncation lerps the first `truncation_cutoff`
-    ws (all if None) toward `w_avg` by `truncation_psi`; psi and cutoff may be Python or traced values.
+    lr-multiplier 0.01. With `update_emas` the running mean `w_avg` of the returned buffers moves toward the
+    batch mean with decay `w_avg_beta`; without, the buffers are returned as given. Truncation lerps the first
+    `truncation_cutoff` ws (all if None) toward `w_avg` by `truncation_psi`; psi and cutoff may be Python or
+    traced values.
     """
     del unused
     x = None
@@ -79,4 +80,4 @@ def mapping_apply(params, buffers, z, c, *, z_dim, c_dim, num_ws: Optional[int],
             x = jnp.where(mask, trunc, x)
         else:
             x = trunc
-    return (x, new_buffers) if update_emas else x
+    return x, new_buffers

@@ -180,8 +180,16 @@ def _synthesis_block(p, b, x, img, bws, keys, *, f, blk, spec, noise_mode, fused
 
 
 def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, noise_mode='const', noise_key=None,
-                    fused_modconv=None, impl='fast', return_activations=False, mixed_dtype=None, remat=False):
-    """ws [N, num_ws, w_dim] -> images [N, R, R, C] (NHWC).
+                    fused_modconv=None, impl='fast', mixed_dtype=None, remat=False):
+    """ws [N, num_ws, w_dim] -> images [N, R, R, C] (NHWC); options as synthesis_activations."""
+    return synthesis_activations(params, buffers, ws, spec, noise_mode=noise_mode, noise_key=noise_key,
+                                 fused_modconv=fused_modconv, impl=impl, mixed_dtype=mixed_dtype, remat=remat)[0]
+
+
+def synthesis_activations(params, buffers, ws, spec: SynthesisSpec, noise_mode='const', noise_key=None,
+                          fused_modconv=None, impl='fast', mixed_dtype=None, remat=False):
+    """(images, {'<block>.x', '<block>.img': each block's outputs}) of ws [N, num_ws, w_dim]: the images
+    [N, R, R, C] (NHWC) and every block's outputs, for localising parity differences.
 
     noise_mode: 'const' (the stored noise_const buffers; the default here, since it needs no key), 'random'
     (needs `noise_key`), or 'none'. fused_modconv: None = the config's `fused_modconv_default`. The official
@@ -219,4 +227,4 @@ def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, noise_mode='const'
             run_block = jax.checkpoint(run_block)
         x, img = run_block(params[blk.name], buffers.get(blk.name, {}), x, img, bws, bkeys)
         acts[f'{blk.name}.x'], acts[f'{blk.name}.img'] = x, img
-    return (img, acts) if return_activations else img
+    return img, acts

@@ -245,11 +245,27 @@ def synthesis_layer(params, buffers, x, w, layer: LayerSpec, spec: SynthesisSpec
 
 
 def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, update_emas=False, transform=None, impl='fast',
-                    return_activations=False, mixed_dtype=None, remat=False):
-    """ws [N, num_ws, w_dim] -> images [N, R, R, img_channels] (NHWC, output_scale applied, float32).
+                    mixed_dtype=None, remat=False):
+    """ws [N, num_ws, w_dim] -> (images [N, R, R, img_channels] (NHWC, output_scale applied, float32), buffers).
 
-    Returns img, or (img, new_buffers) with `update_emas`; `return_activations` adds a dict of every layer's
-    output (for localising parity differences). `mixed_dtype` (jnp.bfloat16 / jnp.float16): the compute dtype of
+    With `update_emas` each layer's `magnitude_ema` in the returned buffers moves toward the batch's input
+    magnitude; without, the buffers are returned as given. Options as in _synthesis."""
+    img, new_buffers, _ = _synthesis(params, buffers, ws, spec, update_emas=update_emas, transform=transform,
+                                     impl=impl, mixed_dtype=mixed_dtype, remat=remat)
+    return img, new_buffers
+
+
+def synthesis_activations(params, buffers, ws, spec: SynthesisSpec, transform=None, impl='fast', mixed_dtype=None,
+                          remat=False):
+    """(images, {'input' and each layer's name: its output}) of `synthesis_apply` without EMA updates: every
+    layer's output, for localising parity differences."""
+    img, _, acts = _synthesis(params, buffers, ws, spec, update_emas=False, transform=transform, impl=impl,
+                              mixed_dtype=mixed_dtype, remat=remat)
+    return img, acts
+
+
+def _synthesis(params, buffers, ws, spec: SynthesisSpec, update_emas, transform, impl, mixed_dtype, remat):
+    """(img, new_buffers, activations). `mixed_dtype` (jnp.bfloat16 / jnp.float16): the compute dtype of
     the layers the official code runs in fp16 on CUDA (`use_fp16`: sampling rate * 2**num_fp16_res >
     img_resolution, i.e. the highest-resolution layers); None = float32 everywhere, the official CPU behaviour.
     `remat`: rematerialise each layer (`jax.checkpoint`) under differentiation: only the layers' inputs are kept
@@ -273,5 +289,4 @@ def synthesis_apply(params, buffers, ws, spec: SynthesisSpec, update_emas=False,
     if spec.output_scale != 1:
         x = x * spec.output_scale
     x = x.astype(jnp.float32)
-    out = (x, new_buffers) if update_emas else x
-    return (out, acts) if return_activations else out
+    return x, new_buffers, acts

@@ -64,12 +64,15 @@ def _mix_styles(ws, G_params, G_buffers, z, c, G_cfg, key, prob):
 
 def _synthesize(G_params, G_buffers, ws, G_cfg, key, fused_modconv, update_emas=False, mixed_dtype=None,
                 remat=False):
-    """Synthesis as in training: StyleGAN2 draws random noise (const without a key); StyleGAN3 has none."""
+    """(img, G_buffers) of synthesis as in training, the buffers updated when `update_emas`: StyleGAN2 draws
+    random noise (const without a key); StyleGAN3 has none."""
     kwargs = dict(mixed_dtype=mixed_dtype, remat=remat)
     if generator.spec(G_cfg).arch == 'stylegan2':
         kwargs.update(noise_mode='random' if key is not None else 'const', noise_key=key,
                       fused_modconv=fused_modconv)
-    return generator.synthesis(G_params, G_buffers, ws, G_cfg, update_emas=update_emas, **kwargs)
+    if update_emas:
+        return generator.synthesis_update_emas(G_params, G_buffers, ws, G_cfg, **kwargs)
+    return generator.synthesis(G_params, G_buffers, ws, G_cfg, **kwargs), G_buffers
 
 
 def run_G(G_params, G_buffers, z, c, G_cfg, *, update_emas=False, style_mixing_prob=0.0, key=None,
@@ -79,12 +82,12 @@ def run_G(G_params, G_buffers, z, c, G_cfg, *, update_emas=False, style_mixing_p
     generator.synthesis."""
     k_mix, k_noise = jax.random.split(key) if key is not None else (None, None)
     if update_emas:
-        ws, G_buffers = generator.mapping(G_params, G_buffers, z, c, G_cfg, update_emas=True)
+        ws, G_buffers = generator.mapping_update_emas(G_params, G_buffers, z, c, G_cfg)
     else:
         ws = generator.mapping(G_params, G_buffers, z, c, G_cfg)
     ws = _mix_styles(ws, G_params, G_buffers, z, c, G_cfg, k_mix, style_mixing_prob)
-    out = _synthesize(G_params, G_buffers, ws, G_cfg, k_noise, fused_modconv, update_emas, mixed_dtype, remat)
-    img, G_buffers = out if update_emas else (out, G_buffers)
+    img, G_buffers = _synthesize(G_params, G_buffers, ws, G_cfg, k_noise, fused_modconv, update_emas, mixed_dtype,
+                                 remat)
     return img, ws, G_buffers
 
 
@@ -126,7 +129,7 @@ def loss_Gpl(G_params, G_buffers, pl_mean, z, c, G_cfg, *, key, pl_batch_shrink=
     ws = generator.mapping(G_params, G_buffers, z, c, G_cfg)
     ws = _mix_styles(ws, G_params, G_buffers, z, c, G_cfg, k_mix, style_mixing_prob)
     img, vjp = jax.vjp(lambda ws: _synthesize(G_params, G_buffers, ws, G_cfg, k_noise, fused_modconv,
-                                              mixed_dtype=mixed_dtype, remat=remat), ws)
+                                              mixed_dtype=mixed_dtype, remat=remat)[0], ws)
     pl_noise = jax.random.normal(k_pl, img.shape) / np.sqrt(img.shape[1] * img.shape[2])
     (pl_grads,) = vjp(pl_noise)                               # d sum(img * noise) / d ws, differentiable
     pl_lengths = jnp.sqrt(jnp.mean(jnp.sum(jnp.square(pl_grads), axis=2), axis=1))
