@@ -48,7 +48,6 @@ def dataset_properties(config):
 def dry_run_phases(config):
     """Resolve the config for the devices JAX sees, print it, and compile every update phase for the global batch
     (the same compile as `sg3jax.launch.plan --topology=local`), printing each phase's memory and FLOPs."""
-
     c_dim, img_channels = dataset_properties(config)
     run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels)
     if jax.process_index() == 0:

@@ -123,6 +123,17 @@ def test_load_generator_export_workdir_and_errors(nets, tmp_path):
         load.load_generator('https://example.com/net.pkl')
 
 
+def test_the_former_import_paths_name_the_same_functions():
+    """sg3jax.tools (before sg3jax.sampling) and training.checkpoint's export names, kept for user code."""
+    from sg3jax import tools
+    from sg3jax.sampling import export, generate
+    from sg3jax.training import checkpoint
+    assert tools.sampling is generate and tools.load is load and tools.cli is cli
+    assert tools.sampling.render_seeds is sampling.render_seeds
+    assert checkpoint.restore_generator is export.restore_generator is sampling.restore_generator
+    assert checkpoint.export_generator is export.export_generator
+
+
 def test_load_generator_pkl_goes_through_legacy(nets, tmp_path, monkeypatch):
     G = nets['uncond_G']
     seen = []
