@@ -132,7 +132,8 @@ def test_metrics_on_two_processes_equal_one_process(metrics_data, tmp_path):
     process of 2 devices, exactly (every image is computed on the same device program; the statistics are
     accumulated on the host in the same order), on both processes, and those of one device to float32 rounding;
     only process 0 prints and writes the JSON lines, from the trainer's calls and from calc_metrics; a cache
-    directory that is not shared gets its own copy of the dataset statistics, and the repeated FID reads it."""
+    directory that is not shared gets its own copy of the dataset statistics, and the repeated FID (which the
+    worker computes with those files present) equals the first."""
     _, _, (one,) = _metrics_job(tmp_path, 'one', 1, 2, metrics_data, tmp_path / 'cache-one')
     run_two, logs, two = _metrics_job(tmp_path, 'two', 2, 1, metrics_data, str(tmp_path / 'cache{pid}'))
     _, _, (dev1,) = _metrics_job(tmp_path, 'dev1', 1, 1, metrics_data, tmp_path / 'cache-dev1')
@@ -145,7 +146,7 @@ def test_metrics_on_two_processes_equal_one_process(metrics_data, tmp_path):
             for k, v in result.items():
                 assert v == pytest.approx(ref[k], rel=1e-3 if metric == 'ppl2_wend' else 1e-5), (metric, k)
     fid = one['results']['fid50k_full']
-    assert len(fid) == 2 and fid[0] == fid[1] and fid[0]['fid50k_full'] > 0       # the second from the cache
+    assert len(fid) == 2 and fid[0] == fid[1] and fid[0]['fid50k_full'] > 0       # the second with the cache
     for metric in ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'is50k', 'ppl2_wend']:
         lines = [json.loads(l) for l in (run_two / f'metric-{metric}.jsonl').read_text().splitlines()]
         assert [l['results'] for l in lines] == one['results'][metric]             # written once, by process 0
