@@ -1,11 +1,12 @@
-"""Small helpers the trainer, the metrics and the sampling tools share: time formatting, atomic file writes, PNGs
-and image grids.
+"""Small helpers the trainer, the networks, the metrics and the sampling tools share: time formatting, atomic file
+writes, PNGs and image grids, and hashable copies of config dicts (`freeze`, `thaw`, `cache_by_value`).
 
 They need numpy and PIL only (nothing of jax or of the rest of sg3jax), so any module can import them at its top
 without an import cycle.
 """
 
 import contextlib
+import functools
 import os
 import tempfile
 
@@ -87,3 +88,72 @@ def save_image_grid(images, path, grid):
         save_png(path, image_grid(img, gw, gh))
     except OSError as e:    # a full disk: no half-written PNG left behind, and the error names the grid
         raise OSError(f'{path}: the sample grid could not be written ({e})') from e
+
+
+#----------------------------------------------------------------------------
+# Configs are plain dicts (the official constructor kwargs); these make them usable as cache keys and as fields of
+# frozen dataclasses.
+
+# The base type's own value of a scalar, whatever a subclass overrides (str() of a str-valued Enum member is
+# 'Class.member', str.__str__ its value).
+_SCALARS = {bool: bool, int: int.__int__, float: float.__float__, str: str.__str__}    # bool first: an int subclass
+
+
+def freeze(obj, keep_other=False):
+    """A hashable, immutable copy of plain data: nested dicts, lists and tuples of str, int, float, bool and None.
+    `thaw` gives the data back.
+
+    Every value becomes a pair (type, payload): a dict's payload is its (frozen key, frozen value) pairs sorted by
+    key, a list's or a tuple's the tuple of its frozen items, a scalar's the scalar. So values that are equal with
+    the same types at every level freeze equal, while 1, 1.0 and True, or [1] and (1,), freeze differently.
+    Subclasses of dict, list, tuple, str, int and float (an OrderedDict, a namedtuple, numpy's float64, an IntEnum)
+    freeze as that base type. Dict keys that cannot be ordered against each other (1 and 'a') raise TypeError, as
+    in json.dumps(sort_keys=True). Any other value raises TypeError, unless `keep_other`: then a hashable value is
+    kept as itself and compares by its own == (a function: by identity)."""
+    if isinstance(obj, dict):
+        items = sorted(obj.items(), key=lambda kv: kv[0])
+        return dict, tuple((freeze(k, keep_other), freeze(v, keep_other)) for k, v in items)
+    if isinstance(obj, (list, tuple)):
+        kind = list if isinstance(obj, list) else tuple
+        return kind, tuple(freeze(v, keep_other) for v in obj)
+    if obj is None:
+        return type(None), None
+    for kind, value in _SCALARS.items():
+        if isinstance(obj, kind):
+            return kind, value(obj)
+    if not keep_other:
+        raise TypeError(f'{type(obj).__name__} {obj!r} is not plain data (a dict, list, tuple, str, int, float, '
+                        f'bool or None)')
+    hash(obj)       # an unhashable value fails here, not later inside a cache
+    return type(obj), obj
+
+
+def thaw(frozen):
+    """The data `frozen` was made from (see `freeze`), in new dicts, lists and tuples; dict keys in sorted order."""
+    kind, payload = frozen
+    if kind is dict:
+        return {thaw(k): thaw(v) for k, v in payload}
+    if kind is list or kind is tuple:
+        return kind(thaw(v) for v in payload)
+    return payload
+
+
+def cache_by_value(maxsize=128):
+    """Decorator: functools.lru_cache(maxsize) for a function of plain data (see `freeze`), so that its arguments
+    may be dicts and lists. Calls whose arguments freeze equal share one result. The function receives `thaw`ed
+    copies of the arguments, never the caller's dicts and lists: mutating those after a call changes no cached
+    result. A result is shared by every call with equal arguments (as with lru_cache, a mutable one too), and, as
+    with lru_cache, exceptions are not kept: a call that raised raises again when repeated. The wrapper has
+    lru_cache's cache_info() and cache_clear()."""
+    def decorate(fn):
+        @functools.lru_cache(maxsize)
+        def cached(frozen):
+            args, kwargs = thaw(frozen)
+            return fn(*args, **kwargs)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return cached(freeze((args, kwargs)))
+        wrapper.cache_info, wrapper.cache_clear = cached.cache_info, cached.cache_clear
+        return wrapper
+    return decorate

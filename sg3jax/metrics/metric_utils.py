@@ -212,9 +212,10 @@ _STEPS = {}
 def cached_step(opts, name, build, *key):
     """jax.jit(build()) memoised on (name, mesh devices, G config, key...); its outputs are replicated over the
     mesh, so that every process can read them whole."""
-    g_cfg = json.dumps(opts.G[2], sort_keys=True, default=str) if opts.G is not None else None
-    k = (name, tuple(d.id for d in opts.mesh.devices.flat), g_cfg,
-         json.dumps(key, sort_keys=True, default=repr))
+    # normalize_config: a ConfigDict G config becomes a plain dict. In `key`, values that are not plain data (a
+    # detector's apply function, a dtype among the G_kwargs) count by their own == (a function: by identity).
+    g_cfg = utils.freeze(generator.normalize_config(opts.G[2])) if opts.G is not None else None
+    k = (name, tuple(d.id for d in opts.mesh.devices.flat), g_cfg, utils.freeze(key, keep_other=True))
     if k not in _STEPS:
         _STEPS[k] = jax.jit(build(), out_shardings=NamedSharding(opts.mesh, P()))
     return _STEPS[k]

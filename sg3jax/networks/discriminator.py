@@ -6,13 +6,13 @@ Conditional models project the output onto a label embedding `cmap` produced by 
 
 import dataclasses
 import functools
-import json
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sg3jax import utils
 from sg3jax.networks.layers import conv_apply, conv_init, fc_apply, fc_init
 from sg3jax.networks.mapping import mapping_apply, mapping_init
 from sg3jax.ops import downsample2d, setup_filter
@@ -49,7 +49,7 @@ class DSpec:
     resample_filter: Tuple[float, ...]
     mbstd_group_size: Optional[int]
     mbstd_num_channels: int
-    mapping_kwargs: str       # json
+    mapping_frozen: Any       # utils.freeze of the label mapping options (_mapping_kwargs thaws it)
     freeze_layers: int = 0    # Freeze-D: the first layers of the blocks (see `trainable`)
 
 
@@ -58,12 +58,12 @@ def d_spec(c_dim, img_resolution, img_channels, **kwargs) -> DSpec:
     if unknown:
         raise ValueError(f'unknown discriminator option(s) {sorted(unknown)}; expected a subset of '
                          f'{sorted(D_DEFAULTS)}')
-    return _d_spec_cached(c_dim, img_resolution, img_channels, json.dumps(kwargs, sort_keys=True))
+    return _d_spec_cached(c_dim, img_resolution, img_channels, kwargs)
 
 
-@functools.lru_cache(maxsize=64)
-def _d_spec_cached(c_dim, img_resolution, img_channels, kwargs_json):
-    o = {**D_DEFAULTS, **json.loads(kwargs_json)}
+@utils.cache_by_value(maxsize=64)
+def _d_spec_cached(c_dim, img_resolution, img_channels, kwargs):
+    o = {**D_DEFAULTS, **kwargs}
     bk, ek = dict(o['block_kwargs']), dict(o['epilogue_kwargs'])
     for name, kw, allowed in (('block_kwargs', bk, _BLOCK_KEYS), ('epilogue_kwargs', ek, _EPILOGUE_KEYS)):
         if set(kw) - allowed:
@@ -87,7 +87,7 @@ def _d_spec_cached(c_dim, img_resolution, img_channels, kwargs_json):
     return DSpec(c_dim, img_resolution, img_channels, o['architecture'], blocks, ch[4], cmap_dim, o['conv_clamp'],
                  bk.get('activation', 'lrelu'), tuple(float(v) for v in bk.get('resample_filter', (1, 3, 3, 1))),
                  ek.get('mbstd_group_size', 4), ek.get('mbstd_num_channels', 1),
-                 json.dumps(o['mapping_kwargs'], sort_keys=True), bk.get('freeze_layers', 0))
+                 utils.freeze(o['mapping_kwargs']), bk.get('freeze_layers', 0))
 
 
 def block_layers(spec: DSpec):
@@ -115,7 +115,7 @@ def trainable(params, spec: DSpec):
 
 def _mapping_kwargs(spec):
     return dict(z_dim=0, c_dim=spec.c_dim, w_dim=spec.cmap_dim, num_ws=None, w_avg_beta=None,
-                **json.loads(spec.mapping_kwargs))
+                **utils.thaw(spec.mapping_frozen))
 
 #----------------------------------------------------------------------------
 

@@ -15,12 +15,11 @@ input freqs/phases/transform, SG2 noise_const). Config-derived filters live in n
 """
 
 import dataclasses
-import functools
-import json
 from typing import Any, Dict
 
 import jax
 
+from sg3jax import utils
 from sg3jax.networks import synthesis_sg2, synthesis_sg3
 from sg3jax.networks.mapping import mapping_apply, mapping_init
 
@@ -44,7 +43,7 @@ class GSpec:
     w_dim: int
     img_resolution: int
     img_channels: int
-    mapping_json: str
+    mapping_frozen: Any     # utils.freeze of the mapping network options (mapping_kwargs thaws it)
     synthesis: Any          # synthesis_sg3.SynthesisSpec or synthesis_sg2.SynthesisSpec
 
     @property
@@ -54,7 +53,7 @@ class GSpec:
     @property
     def mapping_kwargs(self) -> Dict[str, Any]:
         return dict(z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws,
-                    **json.loads(self.mapping_json))
+                    **utils.thaw(self.mapping_frozen))
 
 
 def normalize_config(cfg) -> Dict[str, Any]:
@@ -79,12 +78,11 @@ def normalize_config(cfg) -> Dict[str, Any]:
 def spec(cfg) -> GSpec:
     """Static description of the network (all derived sizes, layer lists); cached per config."""
     cfg = normalize_config(cfg)
-    return _spec_cached(json.dumps(cfg, sort_keys=True))
+    return _spec_cached(cfg)
 
 
-@functools.lru_cache(maxsize=64)
-def _spec_cached(cfg_json) -> GSpec:
-    cfg = json.loads(cfg_json)
+@utils.cache_by_value(maxsize=64)
+def _spec_cached(cfg) -> GSpec:
     arch = cfg.pop('arch')
     mapping = {**_MAPPING_DEFAULTS[arch], **cfg.pop('mapping_kwargs', {})}
     unknown = set(mapping) - set(_MAPPING_DEFAULTS[arch])
@@ -93,7 +91,7 @@ def _spec_cached(cfg_json) -> GSpec:
     top = {k: cfg.pop(k) for k in ('z_dim', 'c_dim', 'w_dim', 'img_resolution', 'img_channels')}
     module = synthesis_sg3 if arch == 'stylegan3' else synthesis_sg2
     syn = module.synthesis_spec(top['w_dim'], top['img_resolution'], top['img_channels'], **cfg)
-    return GSpec(arch=arch, mapping_json=json.dumps(mapping, sort_keys=True), synthesis=syn, **top)
+    return GSpec(arch=arch, mapping_frozen=utils.freeze(mapping), synthesis=syn, **top)
 
 
 def _synthesis_module(s: GSpec):

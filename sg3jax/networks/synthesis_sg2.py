@@ -2,13 +2,13 @@
 
 import dataclasses
 import functools
-import json
 from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sg3jax import utils
 from sg3jax.networks.layers import conv_apply, conv_init, fc_apply, fc_init
 from sg3jax.ops import bias_act, modulated_conv2d_sg2, setup_filter, upsample2d
 
@@ -55,12 +55,12 @@ def synthesis_spec(w_dim, img_resolution, img_channels, **kwargs) -> SynthesisSp
                          f'expected a subset of {sorted(SYNTHESIS_DEFAULTS)}')
     if img_resolution < 4 or img_resolution & (img_resolution - 1):
         raise ValueError(f'img_resolution must be a power of two >= 4, got {img_resolution}')
-    return _spec_cached(w_dim, img_resolution, img_channels, json.dumps(kwargs, sort_keys=True))
+    return _spec_cached(w_dim, img_resolution, img_channels, kwargs)
 
 
-@functools.lru_cache(maxsize=64)
-def _spec_cached(w_dim, img_resolution, img_channels, kwargs_json):
-    o = {**SYNTHESIS_DEFAULTS, **json.loads(kwargs_json)}
+@utils.cache_by_value(maxsize=64)
+def _spec_cached(w_dim, img_resolution, img_channels, kwargs):
+    o = {**SYNTHESIS_DEFAULTS, **kwargs}
     if o['architecture'] not in ('orig', 'skip', 'resnet'):
         raise ValueError(f"architecture must be 'orig', 'skip' or 'resnet', got {o['architecture']!r}")
     log2 = int(np.log2(img_resolution))

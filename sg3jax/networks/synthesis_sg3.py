@@ -7,7 +7,6 @@ R config: 1x1 convs, radially symmetric (jinc) down-filters. Tensors are NHWC.
 
 import dataclasses
 import functools
-import json
 from typing import List, Optional, Tuple
 
 import jax
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from sg3jax import utils
 from sg3jax.networks.layers import fc_apply, fc_init, lerp
 from sg3jax.ops import design_lowpass_filter, filtered_lrelu, modulated_conv2d
 
@@ -80,12 +80,12 @@ def synthesis_spec(w_dim, img_resolution, img_channels, **kwargs) -> SynthesisSp
     if unknown:
         raise ValueError(f'unknown StyleGAN3 synthesis option(s) {sorted(unknown)}; '
                          f'expected a subset of {sorted(SYNTHESIS_DEFAULTS)}')
-    return _synthesis_spec_cached(w_dim, img_resolution, img_channels, json.dumps(kwargs, sort_keys=True))
+    return _synthesis_spec_cached(w_dim, img_resolution, img_channels, kwargs)
 
 
-@functools.lru_cache(maxsize=64)
-def _synthesis_spec_cached(w_dim, img_resolution, img_channels, kwargs_json) -> SynthesisSpec:
-    o = {**SYNTHESIS_DEFAULTS, **json.loads(kwargs_json)}
+@utils.cache_by_value(maxsize=64)
+def _synthesis_spec_cached(w_dim, img_resolution, img_channels, kwargs) -> SynthesisSpec:
+    o = {**SYNTHESIS_DEFAULTS, **kwargs}
     num_layers, num_critical = o['num_layers'], o['num_critical']
     # Geometric progression of cutoffs f_c and minimum stopbands f_t (paper Section 3.2, Figure 4b).
     last_cutoff = img_resolution / 2

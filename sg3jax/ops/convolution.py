@@ -1,12 +1,12 @@
 """XLA's convolution, with its derivatives lowered to matrix multiplications on the CPU, unchanged elsewhere.
 
 XLA:CPU runs the gradients of a convolution, the weight gradient above all, several times slower than the same
-arithmetic as matmuls: on a 2-core host (jax 0.10.2) a StyleGAN3-T 64 px generator's forward + backward took 47x
-its forward, and 3.5x with the gradients as below (benchmarks/bench_cpu_train.py). GPU and TPU compilers have
-fast convolutions, and the TPU plan's cache is keyed by the lowered programs, so those programs must not change. `lax.platform_dependent` cannot give that:
-under autodiff it adds a `case` and zero residuals for the other platform to every program. So `conv_p` is a copy
-of `lax.conv_general_dilated_p` (the same parameters, shapes and derivative rules, plus a `role`: 'forward',
-'input_grad' or 'weight_grad') with one more lowering rule, for the CPU:
+arithmetic as matmuls (measurements: benchmarks/ops_notes.md, benchmarks/bench_cpu_train.py). GPU and TPU
+compilers have fast convolutions, and the TPU plan's cache is keyed by the lowered programs, so those programs
+must not change. `lax.platform_dependent` cannot give that: under autodiff it adds a `case` and zero residuals
+for the other platform to every program. So `conv_p` is a copy of `lax.conv_general_dilated_p` (the same
+parameters, shapes and derivative rules, plus a `role`: 'forward', 'input_grad' or 'weight_grad') with one more
+lowering rule, for the CPU:
 
   * on every platform but the CPU it lowers to exactly the HLO of `lax.conv_general_dilated` (tests/test_ops.py
     compares the lowered text for TPU and GPU, second derivatives included);
@@ -140,8 +140,8 @@ def _matmul_conv(x, w, *, role, window_strides, padding, lhs_dilation, rhs_dilat
     if oh * ow < kh * kw:
         # Few output positions (a weight gradient): one matmul per position over its whole input window,
         # contracting the input features and the window: [B, (F, KH, KW)] x [(I, KH, KW), O]. Both operands are
-        # first laid out so that this is a plain row-major GEMM (measured 1.3-1.6x faster than contracting x's
-        # major dimensions in place); the copies are one pass over each.
+        # first laid out so that this is a plain row-major GEMM (faster than contracting x's major dimensions in
+        # place: benchmarks/ops_notes.md); the copies are one pass over each.
         x_bfhw = jnp.transpose(x, (b_, f_, h_, w_))
         w_mat = jnp.transpose(w, (i_, kh_, kw_, o_)).reshape(-1, w.shape[o_])     # [(I, KH, KW), O]
 
@@ -173,10 +173,10 @@ def _matmul_conv(x, w, *, role, window_strides, padding, lhs_dilation, rhs_dilat
 
 def _padded_xla_conv(x, w, params):
     """XLA's convolution, with one more sample of padding on every spatial side when some side has none, and the
-    extra output cropped. XLA:CPU runs a convolution without padding ('valid') 2.5-3.5x slower than the same
-    arithmetic padded (measured, 3x3 kernels, 8 x 36..84 px x 64..128 channels, jax 0.10.2): a stride-1 input
-    gradient of G's convolutions (padding 2 for 3 taps) is exactly such a 'valid' convolution. The padded one
-    also beat `_matmul_conv`'s loop over taps by 1.2-1.9x on those shapes."""
+    extra output cropped. XLA:CPU runs a convolution without padding ('valid') several times slower than the
+    same arithmetic padded, and a stride-1 input gradient of G's convolutions (padding 2 for 3 taps) is exactly
+    such a 'valid' convolution. Padded, it also beat `_matmul_conv`'s loop over taps on the shapes measured
+    (benchmarks/ops_notes.md)."""
     padding = params['padding']
     if min(min(p) for p in padding) > 0:
         return _LAX_CONV.bind(x, w, **params)

@@ -9,19 +9,16 @@ Implementations with identical semantics:
   * `impl='fast'`: polyphase. Upsampling never materialises the zeros: output phase q of an up-x FIR only meets
                    every `up`-th tap, so it is a short FIR on the input grid; downsampling only evaluates the kept
                    outputs (strided windows). Separable filters become sums of shifted slices that XLA fuses
-                   into one loop. See `benchmarks/bench_ops.py` for the measured difference.
-                   For a non-separable (radial, StyleGAN3-R) filter that is a sum of 144 shifted slices (12x12
-                   taps), and lowered for a TPU (`lax.platform_dependent`, so a CPU host planning a TPU job gets
-                   the TPU program) it becomes one depthwise convolution with `lhs_dilation = up` and
-                   `window_strides = down` (`impl='conv'` runs every filter that way, anywhere): the TPU
-                   compiler keeps many of the slices live at once. At 256 px and 4 per chip the StyleGAN3-R G
-                   forward needed 49 GiB of temporaries (8.5 GiB with its radial filters as convolutions), and
-                   its rematerialised G step 62 GiB (12.4 GiB). Separable filters keep the slices on TPU: as
-                   convolutions the StyleGAN3-T G step (remat) needed 13.4 GiB of temporaries against 12.0. On a
-                   GPU (H100) the slices are faster: G forward + backward at 256 px, batch 4, 283 vs 717 ms (T)
-                   and 2.09 vs 2.30 s (R) with every filter as convolutions (`benchmarks/bench_networks.py
-                   --grad --impl conv`); with only the radial ones as convolutions R took 1.87 s against 2.06,
-                   a 9 % gain not taken here (one measurement, GPU memory not compared).
+                   into one loop. For a non-separable (radial, StyleGAN3-R) filter that is a sum of 144 shifted
+                   slices (12x12 taps), and lowered for a TPU (`lax.platform_dependent`, so a CPU host planning a
+                   TPU job gets the TPU program) it becomes one depthwise convolution with `lhs_dilation = up` and
+                   `window_strides = down`: the TPU compiler keeps many of the slices live at once, several times
+                   the StyleGAN3-R G's temporary memory. Separable filters keep the slices on TPU too (as
+                   convolutions they needed more memory there). On CPU and GPU every filter keeps them (on CPU a
+                   radial filter's slices were faster than a convolution; on GPU every filter as convolutions was
+                   slower, and the radial ones alone gave a small gain in one measurement, not taken).
+  * `impl='conv'`: every filter as such depthwise convolutions (a 1-D filter as one per axis), on any platform.
+Measurements: benchmarks/ops_notes.md.
 """
 
 from typing import Optional, Sequence, Union
@@ -268,7 +265,7 @@ def _upfirdn2d_fast(x, f, up, down, padding, flip_filter, gain):
         if factors is None:
             # Non-separable (radial) filter: zero-insert if upsampling (SG3 radial filters only downsample, so
             # this is rare), then a sum of strided, shifted slices that evaluates only the kept outputs. On CPU
-            # this fused loop measured ~15x faster than a depthwise (feature-grouped) convolution.
+            # this fused loop is faster than a depthwise (feature-grouped) convolution (benchmarks/ops_notes.md).
             f = f * np.float32(gain)
             if not flip_filter:
                 f = f[::-1, ::-1]
@@ -287,8 +284,9 @@ def _upfirdn2d_fast_with_vjp(x, f, up, down, padding, flip_filter, gain):
     """The fast path with its adjoint as the gradient: upfirdn2d is linear in x, and its transpose is another
     upfirdn2d with up and down swapped, the filter flipped and the padding mirrored (as the official CUDA op's
     backward). Left to autodiff, the transpose of the shifted slices becomes one padded full-size array per tap,
-    which measured 5-15x slower than the forward; this keeps the backward as cheap as the forward, and since the
-    backward is itself differentiable the R1 penalty's double backward takes the same fast path."""
+    several times slower than the forward (benchmarks/ops_notes.md); this keeps the backward as cheap as the
+    forward, and since the backward is itself differentiable the R1 penalty's double backward takes the same fast
+    path."""
     upx, upy = up
     downx, downy = down
     px0, px1, py0, py1 = padding

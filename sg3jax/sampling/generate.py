@@ -17,7 +17,6 @@ several tools in one process, a notebook) compile once per batch shape.
 """
 
 import functools
-import json
 import sys
 from typing import NamedTuple, Optional
 
@@ -25,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sg3jax import utils
 from sg3jax.networks import generator
 from sg3jax.networks.layers import lerp
 from sg3jax.sampling.cli import TRUNC_CENTERS, ToolError
@@ -82,9 +82,8 @@ def labels(G, class_idx, n) -> np.ndarray:
 #----------------------------------------------------------------------------
 # Compiled pieces, cached per config (jit caches per function object, so keep one object per config).
 
-@functools.lru_cache(maxsize=16)
-def _compiled(cfg_json):
-    cfg = json.loads(cfg_json)
+@utils.cache_by_value(maxsize=16)
+def _compiled(cfg):
     spec = generator.spec(cfg)
 
     @jax.jit
@@ -113,7 +112,7 @@ def _compiled(cfg_json):
 
 
 def _fns(G):
-    return _compiled(json.dumps(generator.normalize_config(G.cfg), sort_keys=True))
+    return _compiled(generator.normalize_config(G.cfg))
 
 
 def truncate(ws, center, psi, cutoff):
