@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from sg3jax.networks import discriminator, generator
+from sg3jax.training import config as config_lib
 from sg3jax.training import steps as steps_lib
 
 BATCH = 8
@@ -65,11 +66,12 @@ def bench_ours(repeats):
     out['G forward'] = best_of(lambda: forward(G, G_buf), repeats)
     out['G forward + backward'] = best_of(lambda: grad(G, G_buf), repeats)
 
-    spec = steps_lib.TrainSpec(G_cfg_json=json.dumps(G_cfg), D_cfg_json=json.dumps(D_cfg), batch_size=BATCH,
-                               batch_gpu=BATCH, glr=0.0025, dlr=0.002, G_reg_interval=None, D_reg_interval=2,
-                               r1_gamma=1.0)
-    steps = steps_lib.make_steps(spec)
-    state = steps_lib.init_state(jax.random.key(0), spec)
+    # The trainer's phases for these networks: R1 every other step, no augmentation, no blur, no path length.
+    config = config_lib.base_config('stylegan3-t')
+    config.update(dict(resolution=64, batch_size=BATCH, batch_gpu=BATCH, gamma=1.0, D_reg_interval=2, aug='noaug'))
+    run = config_lib.replace(config_lib.resolve(config, num_devices=1), G_kwargs=G_cfg, D_kwargs=D_cfg)
+    steps = steps_lib.make_steps(run)
+    state = steps_lib.init_state(jax.random.key(0), run)
     real = {'img': jax.random.uniform(jax.random.key(3), (BATCH, 64, 64, 3), minval=-1, maxval=1),
             'c': jnp.zeros([BATCH, 0])}
     counter = iter(range(10 ** 6))
@@ -78,7 +80,7 @@ def bench_ours(repeats):
         nonlocal state
         for _ in range(2):
             i = next(counter)
-            state, _ = steps_lib.train_step(state, real, jax.random.key(4), spec, steps, i)
+            state, _ = steps_lib.train_step(state, real, jax.random.key(4), run, steps, i)
         return state
     first, best = best_of(two_steps, repeats)
     out['training step'] = (first / 2, best / 2)

@@ -50,23 +50,21 @@ def make_run(cfg, which, num_devices):
 
 def bench(cfg, which, num_devices, cycles):
     run = make_run(cfg, which, num_devices)
-    spec = steps_lib.TrainSpec.from_config(run)
     mesh = jax.make_mesh((num_devices,), ('data',), axis_types=(AxisType.Auto,),
                          devices=jax.devices()[:num_devices])
-    steps = steps_lib.make_steps(spec, mesh)
+    steps = steps_lib.make_steps(run, mesh)
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-    state = jax.jit(lambda k: steps_lib.init_state(k, spec), out_shardings=repl)(jax.random.key(0))
+    state = jax.jit(lambda k: steps_lib.init_state(k, run), out_shardings=repl)(jax.random.key(0))
     key = jax.random.key(1)
     rng = np.random.RandomState(0)
     n, r = run.batch_size, run.resolution
-    intervals = [i for i in (spec.G_reg_interval, spec.D_reg_interval) if i]
-    cycle = math.lcm(*intervals) if intervals else 1
+    cycle = math.lcm(*(interval for _, interval in run.phases))     # every phase runs in a cycle
 
     def one_cycle(step):
         for _ in range(cycle):
             img = rng.randint(0, 256, (n, r, r, 3)).astype(np.float32) / 127.5 - 1
             batch = jax.device_put({'img': img, 'c': np.zeros([n, 0], np.float32)}, data)
-            state_box[0], _ = steps_lib.train_step(state_box[0], batch, key, spec, steps, step)
+            state_box[0], _ = steps_lib.train_step(state_box[0], batch, key, run, steps, step)
             step += 1
         jax.block_until_ready(state_box[0])
         return step

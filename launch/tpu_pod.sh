@@ -9,7 +9,7 @@
 # WORKDIR must be visible to every worker under the same name (a gs:// bucket): checkpoints are written by all
 # processes together. CONFIG is relative to the checkout. The training runs in the foreground of this ssh
 # session: start this script inside tmux/screen, or on a machine that stays up.
-# Before anything is installed, the run is planned from this machine (python -m sg3jax.launch.plan: the steps
+# Before anything is installed, the run is planned from this machine (python -m sg3jax.planning.plan: the steps
 # compiled for the slice by libtpu, on the CPU) and refused if it does not fit in HBM; run the script from an
 # sg3jax checkout whose Python has the `tpu` extra (pip install -e '.[tpu]').
 # Environment: SG3JAX_HOME (checkout on the workers, default ~/sg3jax), SG3JAX_VENV (default ~/sg3jax-venv),
@@ -74,7 +74,7 @@ plan_overrides=$(mktemp)
 trap 'rm -f "$plan_overrides"' EXIT
 plan_args=(--config "$config" --topology "$topology" --overrides_out "$plan_overrides" "$@")
 [[ -n ${SG3JAX_FIT:-} ]] && plan_args+=(--fit "$SG3JAX_FIT")
-if ! (cd "$(dirname "$0")/.." && "${PLAN_PYTHON:-python}" -m sg3jax.launch.plan "${plan_args[@]}"); then
+if ! (cd "$(dirname "$0")/.." && "${PLAN_PYTHON:-python}" -m sg3jax.planning.plan "${plan_args[@]}"); then
   echo "The plan failed or the run does not fit on $topology: not starting it (see above for what would fit;" \
        "SG3JAX_FIT=batch|bf16|remat applies a remedy)." >&2
   exit 1

@@ -14,7 +14,7 @@ sg3jax/data/writer.py.
 import argparse
 import sys
 
-from sg3jax.data import convert
+from sg3jax.data import make_dataset
 from sg3jax.data import transforms
 from sg3jax.data.errors import DatasetError
 
@@ -36,7 +36,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        summary = convert.convert_dataset(args.source, args.dest, max_images=args.max_images,
+        summary = make_dataset.convert_dataset(args.source, args.dest, max_images=args.max_images,
                                           transform=args.transform, resolution=args.resolution,
                                           skip_bad=args.skip_bad, data_dir=args.data_dir,
                                           progress=True)

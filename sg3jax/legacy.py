@@ -15,7 +15,7 @@ callable as a global and have it called. Both are arbitrary code execution, so h
     unread. The architecture is recognised from the record tree (submodule class names) and the constructor
     kwargs instead.
 The module state holds `_parameters`, `_buffers` (with `_non_persistent_buffers_set`) and `_modules` (nested
-records), from which the official `state_dict()` is rebuilt and handed to `sg3jax.convert.from_state_dict`.
+records), from which the official `state_dict()` is rebuilt and handed to `sg3jax.networks.state_dicts.from_state_dict`.
 
 Tensors inside are pickled by torch's own reduce (torch/_tensor.py `_reduce_ex_internal`):
 `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata])`, wrapped in
@@ -46,7 +46,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from sg3jax import convert
+from sg3jax.networks import state_dicts
 from sg3jax.networks import discriminator, generator
 
 __all__ = ['load_network_pkl', 'read_pickle', 'network_state_dict', 'network_config', 'ForbiddenGlobal',
@@ -628,7 +628,7 @@ def _convert(rec, key, where) -> dict:
         (generator if kind == 'G' else discriminator).spec(cfg)
     except (ValueError, TypeError, NotImplementedError) as e:
         raise NetworkPickleError(f'{where}: constructor kwargs {cfg!r} are not a supported config: {e}') from e
-    params, buffers = convert.from_state_dict(network_state_dict(rec, where), cfg, kind=kind, what=where)
+    params, buffers = state_dicts.from_state_dict(network_state_dict(rec, where), cfg, kind=kind, what=where)
     return {'cfg': cfg, 'params': params, 'buffers': buffers if kind == 'G' else {}}
 
 
@@ -638,7 +638,7 @@ def load_network_pkl(path) -> Dict[str, Any]:
     Other entries pass through as plain data (`training_set_kwargs`); other persistent modules such as
     `augment_pipe` become {'class_name', 'init_kwargs', 'state_dict'}. Raises NetworkPickleError (bad file,
     unsupported class), ForbiddenGlobal (a global outside the allow-list; nothing was run) or
-    convert.StateDictMismatch (weights that do not fit the constructor kwargs), each naming the file."""
+    state_dicts.StateDictMismatch (weights that do not fit the constructor kwargs), each naming the file."""
     path = os.fspath(path)
     data = read_pickle(path)
     if not isinstance(data, dict):

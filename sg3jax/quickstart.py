@@ -34,8 +34,6 @@ from sg3jax.data.writer import write_dataset
 from sg3jax.training import config as config_lib
 from sg3jax.training import loop
 
-CFG_FILES = {'stylegan3-t': 'configs/stylegan3_t.py', 'stylegan3-r': 'configs/stylegan3_r.py',
-             'stylegan2': 'configs/stylegan2.py'}
 RESOLUTION = 16
 
 
@@ -74,7 +72,7 @@ def quickstart_config(cfg, data, kimg=None):
 def parse_args(argv):
     p = argparse.ArgumentParser(prog='python -m sg3jax.quickstart', description=__doc__.split('\n\n')[0])
     p.add_argument('--workdir', default='runs/quickstart', help='run directory (default: runs/quickstart)')
-    p.add_argument('--cfg', default='stylegan2', choices=sorted(CFG_FILES),
+    p.add_argument('--cfg', default='stylegan2', choices=sorted(config_lib.CONFIG_FILES),
                    help='network (default: stylegan2, the one that trains in minutes on a CPU)')
     p.add_argument('--kimg', type=float, default=None, help='training length in thousands of images (default: '
                                                             'the quickstart config, 40)')
@@ -90,7 +88,8 @@ def main(argv=None):
     print(f'dataset: {n} handwritten digits ({RESOLUTION}x{RESOLUTION}, 10 classes) in {data}')
     config = quickstart_config(args.cfg, str(data), args.kimg)
     print('training; the same run from the trainer:\n'
-          f'  python -m sg3jax.train --config {CFG_FILES[args.cfg]}:quickstart,data={data} --workdir {workdir}'
+          f'  python -m sg3jax.train --config configs/{config_lib.CONFIG_FILES[args.cfg]}:quickstart,data={data} '
+          f'--workdir {workdir}'
           + (f' --config.kimg={args.kimg:g}' if args.kimg is not None else ''))
     print(f'watch {workdir}/fakes*.png: one row per digit 0-9; blobs at first, digits after a few kimg')
 

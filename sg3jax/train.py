@@ -21,7 +21,7 @@ from ml_collections import config_flags
 
 from sg3jax import data as data_lib
 from sg3jax import distributed
-from sg3jax.launch import plan as plan_lib
+from sg3jax.planning import plan as plan_lib
 from sg3jax.training import checkpoint, loop, transfer
 from sg3jax.training import config as config_lib
 from sg3jax.training import steps as steps_lib
@@ -47,13 +47,12 @@ def dataset_properties(config):
 
 def dry_run_phases(config):
     """Resolve the config for the devices JAX sees, print it, and compile every update phase for the global batch
-    (the same compile as `sg3jax.launch.plan --topology=local`), printing each phase's memory and FLOPs."""
+    (the same compile as `sg3jax.planning.plan --topology=local`), printing each phase's memory and FLOPs."""
     c_dim, img_channels = dataset_properties(config)
     run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels)
     if jax.process_index() == 0:
         print(json.dumps(run.to_dict(), indent=2, sort_keys=True, default=str))
-    spec = steps_lib.TrainSpec.from_config(run)
-    state = jax.eval_shape(lambda k: steps_lib.init_state(k, spec), jax.random.key(0))
+    state = jax.eval_shape(lambda k: steps_lib.init_state(k, run), jax.random.key(0))
     n_params = sum(x.size for part in ('G', 'D') for x in jax.tree.leaves(state[part]))
     print(f'# {jax.device_count()} x {jax.devices()[0].device_kind}, global batch {run.batch_size} '
           f'({run.batch_per_device}/device), {n_params / 1e6:.2f} M parameters (G + D)')
@@ -74,7 +73,7 @@ def dry_run_phases(config):
         # The launch scripts stop on a failed dry run: a program the compiler refuses must not start training.
         sys.exit(f'--dry_run: the compiler refused {sorted(refused)} for lack of device memory: '
                  f'{next(iter(refused.values()))} (smaller --config.batch_size, --config.precision=bfloat16 or '
-                 f'--config.remat=True; python -m sg3jax.launch.plan --topology=local says which fits)')
+                 f'--config.remat=True; python -m sg3jax.planning.plan --topology=local says which fits)')
 
 
 def make_data_fn(config):

@@ -22,23 +22,23 @@ import numpy as np  # noqa: E402
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit('/', 1)[0])
-from tiny_training import batch as _batch, tiny_spec  # noqa: E402
-from sg3jax.convert import flatten  # noqa: E402
-from sg3jax.training import steps as S  # noqa: E402
+from tiny_training import batch as _batch, tiny_run  # noqa: E402
+from sg3jax.networks.state_dicts import flatten  # noqa: E402
+from sg3jax.training import steps as steps_lib  # noqa: E402
 
 assert jax.device_count() == 4, jax.device_count()
-spec = tiny_spec(batch_size=16, cfg='stylegan2', c_dim=3)
+run = tiny_run(batch_size=16, cfg='stylegan2', c_dim=3)
 mesh = jax.make_mesh((4,), ('data',), axis_types=(AxisType.Auto,))
 repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-steps = S.make_steps(spec, mesh)
-state = jax.jit(lambda k: S.init_state(k, spec), out_shardings=repl)(jax.random.key(0))
-local = spec.batch_size // jax.process_count()
+steps = steps_lib.make_steps(run, mesh)
+state = jax.jit(lambda k: steps_lib.init_state(k, run), out_shardings=repl)(jax.random.key(0))
+local = run.batch_size // jax.process_count()
 metrics = {}
 for i in range(2):
-    full = _batch(spec.batch_size, 3, seed=i)                       # every process knows the recipe ...
+    full = _batch(run.batch_size, 3, seed=i)                       # every process knows the recipe ...
     mine = {k: v[pid * local:(pid + 1) * local] for k, v in full.items()}   # ... but loads only its slice
     batch = {k: jax.make_array_from_process_local_data(data, v) for k, v in mine.items()}
-    state, m = S.train_step(state, batch, jax.random.key(1), spec, steps, i)
+    state, m = steps_lib.train_step(state, batch, jax.random.key(1), run, steps, i)
     metrics.update({f'step{i}/{k}': np.asarray(v) for k, v in m.items()})
 params = {f'{part}/{k}': np.asarray(v) for part in ('G', 'D', 'G_ema', 'buffers')
           for k, v in flatten(state[part]).items()}

@@ -9,7 +9,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from scipy.special import erfinv
 
 import golden
-from sg3jax.training import augment as A
+from sg3jax.training import augment as augment_lib
 
 H, W = 32, 40          # non-square on purpose: catches swapped axes
 
@@ -32,22 +32,22 @@ def _f32(*v):
 
 
 # Jitted once per (spec, parameter names, shape): eager dispatch of the resampling pass is slower than compiling.
-_apply = jax.jit(A.apply_params, static_argnames='spec')
+_apply = jax.jit(augment_lib.apply_params, static_argnames='spec')
 
 #----------------------------------------------------------------------------
 # Spec.
 
 def test_presets_are_the_official_augpipe_specs():
-    assert set(A.PRESETS) == {'blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn',
-                              'bgcfnc'}
-    bgc = A.make_spec('bgc')
+    assert set(augment_lib.PRESETS) == {'blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf',
+                                        'bgcfn', 'bgcfnc'}
+    bgc = augment_lib.make_spec('bgc')
     on = {k for k in ('xflip', 'rotate90', 'xint', 'scale', 'rotate', 'aniso', 'xfrac', 'brightness', 'contrast',
                       'lumaflip', 'hue', 'saturation', 'imgfilter', 'noise', 'cutout') if getattr(bgc, k) > 0}
     assert on == {'xflip', 'rotate90', 'xint', 'scale', 'rotate', 'aniso', 'xfrac', 'brightness', 'contrast',
                   'lumaflip', 'hue', 'saturation'}
-    assert A.make_spec(None) == bgc
-    assert A.make_spec({'class_name': 'training.augment.AugmentPipe', **A.PRESETS['bgc']}) == bgc
-    s = A.AugmentSpec()
+    assert augment_lib.make_spec(None) == bgc
+    assert augment_lib.make_spec({'class_name': 'training.augment.AugmentPipe', **augment_lib.PRESETS['bgc']}) == bgc
+    s = augment_lib.AugmentSpec()
     assert (s.xint_max, s.scale_std, s.rotate_max, s.aniso_std, s.xfrac_std, s.brightness_std, s.contrast_std,
             s.hue_max, s.saturation_std, s.imgfilter_bands, s.imgfilter_std, s.noise_std, s.cutout_size) == \
         (0.125, 0.2, 1, 0.2, 0.125, 0.2, 0.5, 1, 1, (1, 1, 1, 1), 1, 0.1, 0.5)
@@ -56,17 +56,17 @@ def test_presets_are_the_official_augpipe_specs():
 
 def test_spec_errors_name_the_field():
     with pytest.raises(ValueError, match='unknown preset'):
-        A.make_spec('bgcx')
+        augment_lib.make_spec('bgcx')
     with pytest.raises(ValueError, match='xflipp'):
-        A.make_spec({'xflipp': 1})
+        augment_lib.make_spec({'xflipp': 1})
     with pytest.raises(ValueError, match='AugmentSpec.scale'):
-        A.AugmentSpec(scale=-1)
+        augment_lib.AugmentSpec(scale=-1)
     with pytest.raises(ValueError, match='imgfilter_bands'):
-        A.AugmentSpec(imgfilter_bands=(1, 1))
+        augment_lib.AugmentSpec(imgfilter_bands=(1, 1))
     with pytest.raises(ValueError, match='NHWC'):
-        A.augment(jnp.zeros((4, 4, 3)), jax.random.key(0), 0.5)
+        augment_lib.augment(jnp.zeros((4, 4, 3)), jax.random.key(0), 0.5)
     with pytest.raises(ValueError, match='3 channels'):
-        A.augment(jnp.zeros((1, 8, 8, 2)), jax.random.key(0), 0.5, 'color')
+        augment_lib.augment(jnp.zeros((1, 8, 8, 2)), jax.random.key(0), 0.5, 'color')
 
 #----------------------------------------------------------------------------
 # Parity with the official AugmentPipe (debug_percentile mode: every enabled op at a fixed, known value).
@@ -107,7 +107,7 @@ def test_matches_official_augment_pipe():
     cases = [(name, False) for name in cfg['presets']] + [('color', True)]
     worst = {}
     for name, gray in cases:
-        spec = A.make_spec(cfg['presets'][name])
+        spec = augment_lib.make_spec(cfg['presets'][name])
         xi = x[..., :1] if gray else x
         batch = np.concatenate([xi] * len(qs))
         prm = [_debug_params(spec, q, len(xi)) for q in qs]
@@ -127,21 +127,21 @@ def test_official_blits_are_not_exact_pixel_copies():
     Integer translations, in contrast, are exact (reflect-padded shifts)."""
     x, _ = _smooth(n=4)
     inner = np.s_[3:-3, 3:-3]                                   # the border also sees the reflection's phase
-    y = _apply(x, {'xflip': _f32(1, 1, 0, 1)}, spec=A.AugmentSpec(xflip=1))
+    y = _apply(x, {'xflip': _f32(1, 1, 0, 1)}, spec=augment_lib.AugmentSpec(xflip=1))
     np.testing.assert_allclose(y[:, 3:-3, 3:-3], jnp.flip(x, axis=2).at[2].set(x[2])[:, 3:-3, 3:-3], atol=0.03)
     np.testing.assert_allclose(y, jnp.flip(x, axis=2).at[2].set(x[2]), atol=0.05)
     assert bool(jnp.all(y[2] == x[2]))                          # not drawn: untouched
     assert float(jnp.abs(y[0] - jnp.flip(x[0], axis=1)).max()) > 1e-3   # ...and the flip is not exact
     xs = x[:, :, :H]                                            # square, for rotations
     k = [0, 1, 2, 3]
-    y = _apply(xs, {'rotate90': _f32(*k)}, spec=A.AugmentSpec(rotate90=1))
+    y = _apply(xs, {'rotate90': _f32(*k)}, spec=augment_lib.AugmentSpec(rotate90=1))
     assert bool(jnp.all(y[0] == xs[0]))
     for i in range(1, 4):                                       # counter-clockwise quarter turns
         np.testing.assert_allclose(y[i][inner], jnp.rot90(xs[i], k[i], axes=(0, 1))[inner], atol=0.03)
     # Integer translation: out[y, x] = in[y - ty, x - tx] of the reflect-padded image, everywhere.
     x = _images(n=2)
     t = jnp.asarray([[3 / W, -2 / H], [-5 / W, 4 / H]], jnp.float32)
-    y = _apply(x, {'xint': t}, spec=A.AugmentSpec(xint=1))
+    y = _apply(x, {'xint': t}, spec=augment_lib.AugmentSpec(xint=1))
     xp = np.pad(np.asarray(x), ((0, 0), (8, 8), (8, 8), (0, 0)), mode='reflect')
     for b, (tx, ty) in enumerate([(3, -2), (-5, 4)]):
         np.testing.assert_allclose(y[b], xp[b, 8 - ty:8 - ty + H, 8 - tx:8 - tx + W], atol=2e-6)
@@ -155,7 +155,7 @@ def test_general_transform_matches_the_analytic_image():
     prm = {'scale': _f32(1.2), 'rotate_pre': _f32(0.4), 'aniso': _f32(0.9), 'rotate_post': _f32(-1.1),
            'xfrac': _f32([[0.031, -0.047]])[0]}
     y = np.asarray(_apply(x, prm, spec='geom'))[0]
-    g = np.asarray(A.geometric_matrix(prm, 1, H, W))[0]
+    g = np.asarray(augment_lib.geometric_matrix(prm, 1, H, W))[0]
     yy, xx = np.meshgrid(np.arange(H), np.arange(W), indexing='ij')
     cx, cy = (W - 1) / 2, (H - 1) / 2
     sx = g[0, 0] * (xx - cx) + g[0, 1] * (yy - cy) + g[0, 2] + cx
@@ -188,11 +188,12 @@ def test_color_known_answers():
     g1 = x[..., :1]
     np.testing.assert_allclose(ap(g1, brightness=0.1, contrast=2.0, lumaflip=1, hue=1.0, saturation=0.0),
                                -((g1 + 0.1) * 2.0), atol=1e-6)
-    assert set(A.sample_params(jax.random.key(0), 1.0, spec, g1.shape)) == {'brightness', 'contrast', 'lumaflip'}
+    assert set(augment_lib.sample_params(jax.random.key(0), 1.0, spec, g1.shape)) == {'brightness', 'contrast',
+                                                                                        'lumaflip'}
 
 
 def test_imgfilter_known_answers():
-    bank = A.HZ_FBANK
+    bank = augment_lib.HZ_FBANK
     assert bank.shape == (4, 43)
     delta = np.zeros(43, np.float32)
     delta[21] = 1
@@ -230,7 +231,7 @@ def test_noise_and_cutout():
 # The random pipeline.
 
 # The random-pipeline tests share one jitted augment and one input shape, so 'bgc' compiles once for all of them.
-_augment = jax.jit(A.augment, static_argnames='spec')
+_augment = jax.jit(augment_lib.augment, static_argnames='spec')
 _N, _R = 8, 16
 
 
@@ -248,7 +249,7 @@ def test_random_pipeline_shapes_keys_and_no_recompile():
     size = _augment._cache_size()
     # The same key in a separately traced program: the draws come from the key alone (a draw made when tracing,
     # from Python's or NumPy's generator, would differ between the two programs).
-    b = jax.jit(lambda x, k, p: A.augment(x, k, p, 'bgc'))(x, jax.random.key(1), jnp.float32(1.0))
+    b = jax.jit(lambda x, k, p: augment_lib.augment(x, k, p, 'bgc'))(x, jax.random.key(1), jnp.float32(1.0))
     c = _augment(x, jax.random.key(2), jnp.float32(1.0), spec='bgc')
     d = _augment(x, jax.random.key(1), jnp.float32(0.3), spec='bgc')
     assert _augment._cache_size() == size                      # p and key are traced: no recompilation
@@ -265,7 +266,7 @@ def test_gradients_flow_to_the_input():
     x = _images(n=_N, h=_R, w=_R)
     w = _images(n=_N, h=_R, w=_R, seed=5)
     key, p = jax.random.key(4), jnp.float32(1.0)
-    g = jax.jit(jax.grad(lambda x, k, p: jnp.sum(A.augment(x, k, p, 'bgc') * w)))(x, key, p)
+    g = jax.jit(jax.grad(lambda x, k, p: jnp.sum(augment_lib.augment(x, k, p, 'bgc') * w)))(x, key, p)
     assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
     lin = jnp.sum((_augment(x, key, p, spec='bgc') - _augment(jnp.zeros_like(x), key, p, spec='bgc')) * w)
     np.testing.assert_allclose(float(jnp.sum(g * x)), float(lin), rtol=1e-4)
@@ -290,7 +291,7 @@ def test_sharded_batch_equals_unsharded():
 def test_firing_probabilities():
     """Per-sample firing frequencies: p * multiplier per op, and P(pre or post rotation) = p."""
     n, p = 4000, 0.4
-    prm = A.sample_params(jax.random.key(0), jnp.float32(p), 'bgcfnc', (n, 8, 8, 3))
+    prm = augment_lib.sample_params(jax.random.key(0), jnp.float32(p), 'bgcfnc', (n, 8, 8, 3))
     freq = lambda v, ident: float(jnp.mean(jnp.any((v != ident).reshape(n, -1), axis=1)))
     tol = 0.03                                                       # ~4 sigma at n = 4000
     assert abs(freq(prm['xflip'], 0) - p / 2) < tol                  # fired and drew "flip"
@@ -304,7 +305,7 @@ def test_firing_probabilities():
     bands = prm['imgfilter'] != 1
     assert abs(float(jnp.mean(bands)) - p) < tol                     # each band independently
     # p > 1 is allowed (no upper clamp officially): every op fires.
-    prm = A.sample_params(jax.random.key(1), 2.0, 'bgc', (1000, 8, 8, 3))
+    prm = augment_lib.sample_params(jax.random.key(1), 2.0, 'bgc', (1000, 8, 8, 3))
     assert float(jnp.mean(prm['scale'] != 1)) == 1.0
 
 #----------------------------------------------------------------------------
@@ -312,19 +313,20 @@ def test_firing_probabilities():
 
 def test_ada_update():
     step = 64 * 4 / (500 * 1000)                          # batch 64, interval 4, ada_kimg 500
-    up = A.ada_update(0.1, sign_sum=0.8 * 256, count=256, target=0.6, batch_size=64, interval=4, ada_kimg=500)
-    down = A.ada_update(0.1, sign_sum=0.2 * 256, count=256, target=0.6, batch_size=64, interval=4, ada_kimg=500)
+    up = augment_lib.ada_update(0.1, sign_sum=0.8 * 256, count=256, target=0.6, batch_size=64, interval=4, ada_kimg=500)
+    down = augment_lib.ada_update(0.1, sign_sum=0.2 * 256, count=256, target=0.6, batch_size=64, interval=4,
+                                  ada_kimg=500)
     np.testing.assert_allclose([float(up), float(down)], [0.1 + step, 0.1 - step], rtol=1e-6)
-    assert float(A.ada_update(0.0, -10.0, 20, batch_size=64)) == 0.0                 # clamped at 0
-    assert float(A.ada_update(1.0, 20.0, 20, batch_size=64)) > 1.0                   # no upper clamp (official)
-    assert float(A.ada_update(0.3, 0.0, 0, batch_size=64)) == pytest.approx(0.3)     # nothing accumulated
-    assert float(A.ada_update(0.3, 0.6 * 10, 10, target=0.6, batch_size=64)) == pytest.approx(0.3)  # sign(0)
+    assert float(augment_lib.ada_update(0.0, -10.0, 20, batch_size=64)) == 0.0                 # clamped at 0
+    assert float(augment_lib.ada_update(1.0, 20.0, 20, batch_size=64)) > 1.0         # no upper clamp (official)
+    assert float(augment_lib.ada_update(0.3, 0.0, 0, batch_size=64)) == pytest.approx(0.3)     # nothing accumulated
+    assert float(augment_lib.ada_update(0.3, 0.6 * 10, 10, target=0.6, batch_size=64)) == pytest.approx(0.3)  # sign(0)
     # The accumulator: signs of real logits over several minibatches, under jit.
-    stats = A.ada_stats_init()
-    acc = jax.jit(A.ada_accumulate)
+    stats = augment_lib.ada_stats_init()
+    acc = jax.jit(augment_lib.ada_accumulate)
     stats = acc(stats, jnp.asarray([[1.5], [-0.2], [3.0], [0.0]]))
     stats = acc(stats, jnp.asarray([[2.0], [1.0], [-1.0], [4.0]]))
     assert float(stats['sign_sum']) == 3.0 and float(stats['count']) == 8.0
-    p = jax.jit(lambda p, s: A.ada_update(p, s['sign_sum'], s['count'], target=0.6, batch_size=4,
+    p = jax.jit(lambda p, s: augment_lib.ada_update(p, s['sign_sum'], s['count'], target=0.6, batch_size=4,
                                           interval=2))(jnp.float32(0.5), stats)
     np.testing.assert_allclose(float(p), 0.5 - 4 * 2 / 500e3, rtol=1e-6)           # 3/8 < 0.6: down

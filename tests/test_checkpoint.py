@@ -11,9 +11,10 @@ import pytest
 from faults import file_size_limit
 from sg3jax.networks import generator
 from sg3jax.training import checkpoint as ckpt
-from sg3jax.training import steps as S
+from sg3jax.training import config as config_lib
+from sg3jax.training import steps as steps_lib
 from sg3jax.sampling.export import export_generator, restore_generator
-from tiny_training import tiny_spec
+from tiny_training import tiny_run
 
 
 def _equal_trees(a, b):
@@ -24,8 +25,7 @@ def _equal_trees(a, b):
 
 
 def test_train_state_round_trip_keep_n_and_latest(tmp_path):
-    spec = tiny_spec(batch_size=8)
-    state = S.init_state(jax.random.key(0), spec)
+    state = steps_lib.init_state(jax.random.key(0), tiny_run(batch_size=8))
     abstract = jax.eval_shape(lambda: state)
     mngr = ckpt.make_manager(tmp_path, max_to_keep=2)
     assert ckpt.restore_newest(mngr, abstract) is None
@@ -131,8 +131,7 @@ def test_check_meta_errors_are_not_damage(tmp_path):
 
 
 def test_export_and_restore_generator(tmp_path):
-    spec = tiny_spec(batch_size=8)
-    cfg = spec.G_cfg
+    cfg, _ = config_lib.network_kwargs(tiny_run(batch_size=8))
     params, buffers = generator.init(jax.random.key(3), cfg)
     export_generator(tmp_path / 'export', params, buffers, cfg, extra={'kimg': 1.5})
     export_generator(tmp_path / 'export', params, buffers, cfg, extra={'kimg': 2.0})   # replaces it
@@ -153,9 +152,9 @@ def test_restore_generator_errors_name_the_problem(tmp_path):
     (tmp_path / 'generator.json').write_text('{"format": "something-else"}')
     with pytest.raises(ValueError, match="format 'something-else'"):
         restore_generator(tmp_path)
-    spec = tiny_spec(batch_size=8)
-    params, buffers = generator.init(jax.random.key(3), spec.G_cfg)
-    export_generator(tmp_path / 'e', params, buffers, spec.G_cfg)
+    G_cfg, _ = config_lib.network_kwargs(tiny_run(batch_size=8))
+    params, buffers = generator.init(jax.random.key(3), G_cfg)
+    export_generator(tmp_path / 'e', params, buffers, G_cfg)
     meta = json.loads((tmp_path / 'e' / 'generator.json').read_text())
     meta['G_cfg']['channel_max'] = 64                       # arrays no longer match the config
     (tmp_path / 'e' / 'generator.json').write_text(json.dumps(meta))
@@ -167,15 +166,15 @@ def test_restore_generator_errors_name_the_problem(tmp_path):
 # Write failures (a full disk): nothing half-written, the path named, nothing committed lost.
 
 def test_a_failed_export_names_it_and_leaves_the_previous_one(tmp_path):
-    spec = tiny_spec(batch_size=8)
-    params, buffers = generator.init(jax.random.key(3), spec.G_cfg)
+    G_cfg, _ = config_lib.network_kwargs(tiny_run(batch_size=8))
+    params, buffers = generator.init(jax.random.key(3), G_cfg)
     path = tmp_path / 'network-snapshot-000004'
-    export_generator(path, params, buffers, spec.G_cfg, extra={'kimg': 4})
+    export_generator(path, params, buffers, G_cfg, extra={'kimg': 4})
     before = sorted((p.relative_to(path), p.read_bytes()) for p in path.rglob('*') if p.is_file())
     assert oct(path.stat().st_mode & 0o777) == oct(0o777 & ~_umask())     # not mkdtemp's private 0700
     moved = jax.tree.map(lambda x: x + 1, params)
     with file_size_limit(4096), pytest.raises(OSError) as e:
-        export_generator(path, moved, buffers, spec.G_cfg, extra={'kimg': 8})
+        export_generator(path, moved, buffers, G_cfg, extra={'kimg': 8})
     assert str(e.value).startswith(f'{path}: the export could not be written (') and 'File too large' in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]              # no temporary left
     assert sorted((p.relative_to(path), p.read_bytes()) for p in path.rglob('*') if p.is_file()) == before

@@ -1,7 +1,7 @@
 """Official network pickles -> sg3jax, read without running code from the file (sg3jax/legacy.py).
 
 The pickles are written by tests/pkl_fixtures.py in the official byte structure, around the golden official
-state_dicts, so loading must give exactly the params `convert.from_state_dict` gives for the same state_dict."""
+state_dicts, so loading must give exactly the params `state_dicts.from_state_dict` gives for the same state_dict."""
 
 import builtins
 import collections
@@ -16,13 +16,13 @@ import pytest
 
 import golden
 import pkl_fixtures as pf
-from sg3jax import convert, legacy, legacy_convert
-from sg3jax.networks import generator
+from sg3jax import legacy, legacy_convert
+from sg3jax.networks import generator, state_dicts
 from sg3jax.sampling.export import restore_generator
 
 
 def _flat_equal(a, b):
-    fa, fb = convert.flatten(a), convert.flatten(b)
+    fa, fb = state_dicts.flatten(a), state_dicts.flatten(b)
     assert sorted(fa) == sorted(fb)
     for k in fa:
         np.testing.assert_array_equal(np.asarray(fa[k]), np.asarray(fb[k]), err_msg=k)
@@ -31,7 +31,7 @@ def _flat_equal(a, b):
 def _expected(name):
     data = golden.load(name)
     cfg = golden.json_field(data, 'config_json')
-    return cfg, convert.from_state_dict(golden.params_of(data), cfg, kind=name[0])
+    return cfg, state_dicts.from_state_dict(golden.params_of(data), cfg, kind=name[0])
 
 
 @pytest.fixture(scope='module')
@@ -344,11 +344,11 @@ def test_weights_not_matching_kwargs_name_file_and_key(tmp_path):
     sd['mapping.fc0.weight'] = np.zeros([3, 3], np.float32)
     kwargs = {k: v for k, v in cfg.items() if k != 'class_name'}
     path = pf.write_network_pkl(tmp_path / 'm.pkl', {'G_ema': pf.module_tree(sd, 'sg3', kwargs)})
-    with pytest.raises(convert.StateDictMismatch, match=r'(?s)m.pkl: G_ema.*mapping.fc0.weight: shape \[3, 3\]'):
+    with pytest.raises(state_dicts.StateDictMismatch, match=r'(?s)m.pkl: G_ema.*mapping.fc0.weight: shape \[3, 3\]'):
         legacy.load_network_pkl(path)
     bad = dict(kwargs, channel_base='wide')
     path = pf.write_network_pkl(tmp_path / 'm.pkl', {'G_ema': pf.module_tree(sd, 'sg3', bad)})
-    with pytest.raises((legacy.NetworkPickleError, convert.StateDictMismatch), match=r'm.pkl: G_ema'):
+    with pytest.raises((legacy.NetworkPickleError, state_dicts.StateDictMismatch), match=r'm.pkl: G_ema'):
         legacy.load_network_pkl(path)
 
 #----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 import train_worker
 from faults import file_size_limit
 from sg3jax.training import checkpoint as ckpt
-from sg3jax.training import config as C
+from sg3jax.training import config as config_lib
 from sg3jax.training import loop
 from sg3jax.sampling.export import restore_generator
 from subprocess_env import subprocess_env
@@ -215,7 +215,7 @@ def test_restart_with_other_settings_is_refused_before_anything_is_read(uninterr
     options = (workdir / 'training_options.json').read_text()
     config = train_worker.worker_config()
     config.update(dict(kimg=1.0, batch_size=32, cbase=2048, gamma=2.0))
-    with pytest.raises(C.ResumeConflict) as e:
+    with pytest.raises(config_lib.ResumeConflict) as e:
         loop.train(config, workdir, make_data=train_worker.make_data, c_dim=0, img_channels=3, log=lambda s: None)
     message = str(e.value)
     assert message.startswith(f'{workdir}/checkpoints step 8 was trained with other settings (batch_size: 8 -> 32; '

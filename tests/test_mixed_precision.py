@@ -6,9 +6,6 @@ gradients and losses stay float32 and within that dtype's rounding of the float3
 parameters, buffers and gradients of the update steps stay float32.
 """
 
-import dataclasses
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +13,9 @@ import pytest
 
 from sg3jax.networks import discriminator, generator, presets
 from sg3jax.networks.synthesis_sg3 import synthesis_activations
-from sg3jax.training import steps as S
+from sg3jax.training import config as config_lib
+from sg3jax.training import steps as steps_lib
+from tiny_training import batch as _batch, gradient_recorder, init_state, tiny_run
 
 # Relative RMS error of the whole network against float32: a few times the dtype's unit roundoff (2^-8 for
 # bfloat16, 2^-11 for float16), accumulated over a dozen layers. Measured on the golden 64 px configs: bf16
@@ -115,17 +114,13 @@ def test_mixed_precision_step_close_to_float32(dtype, monkeypatch):
     gradients to within the dtype's rounding (the optimiser replaced by a recorder of the gradients, which the
     sign-like first Adam step would hide), and every gradient and piece of state stays float32: the master
     weights are float32, only the activations of the fp16 layers are not."""
-    from tiny_training import batch as _batch, gradient_recorder, init_state, tiny_spec
-    monkeypatch.setattr(S, 'make_optimizer', gradient_recorder)
-    spec = tiny_spec(batch_size=8, cfg='stylegan2')
-    spec = dataclasses.replace(spec, G_cfg_json=json.dumps({**spec.G_cfg, 'num_fp16_res': 1}),
-                               D_cfg_json=json.dumps({**spec.D_cfg, 'num_fp16_res': 1}))
+    monkeypatch.setattr(steps_lib, 'make_optimizer', gradient_recorder)
     batch, key = jax.tree.map(jnp.asarray, _batch(8)), jax.random.key(1)
     results = {}
     for precision in ('float32', jnp.dtype(dtype).name):
-        s = dataclasses.replace(spec, precision=precision)
-        steps = S.make_steps(s)
-        state, metrics = init_state(s), {}
+        run = tiny_run(batch_size=8, cfg='stylegan2', num_fp16_res=1, precision=precision)
+        steps = steps_lib.make_steps(run)
+        state, metrics = init_state(run), {}
         for name in ('Gmain', 'Dmain'):
             state, m = steps[name](state, batch, key)
             metrics.update(m)
@@ -143,9 +138,8 @@ def test_mixed_precision_step_close_to_float32(dtype, monkeypatch):
     assert int(out['nonfinite']) == -1
 
 
-def test_precision_reaches_the_train_spec():
-    from sg3jax.training import config as C
-    cfg = C.apply_tiny(C.base_config('stylegan3-t'))
+def test_precision_reaches_the_update_steps():
+    cfg = config_lib.apply_tiny(config_lib.base_config('stylegan3-t'))
+    assert steps_lib.mixed_dtype(config_lib.resolve(cfg, num_devices=1)) is None
     cfg.precision = 'bfloat16'
-    spec = S.TrainSpec.from_config(C.resolve(cfg, num_devices=1))
-    assert spec.mixed_dtype == jnp.bfloat16
+    assert steps_lib.mixed_dtype(config_lib.resolve(cfg, num_devices=1)) == jnp.bfloat16

@@ -10,7 +10,7 @@ import scipy.stats
 
 import golden
 from golden import assert_close
-from sg3jax import convert
+from sg3jax.networks import state_dicts
 from sg3jax.networks import discriminator, generator, presets, synthesis_sg3
 
 # The official train.py configurations at 1024 px and their published G parameter counts.
@@ -58,8 +58,8 @@ def _tiny():
     g = golden.load('G_sg3t_32_cond')
     d = golden.load('D_32_cond')
     g_cfg, d_cfg = golden.json_field(g, 'config_json'), golden.json_field(d, 'config_json')
-    gp, gb = convert.from_state_dict(golden.params_of(g), g_cfg, 'G')
-    dp, _ = convert.from_state_dict(golden.params_of(d), d_cfg, 'D')
+    gp, gb = state_dicts.from_state_dict(golden.params_of(g), g_cfg, 'G')
+    dp, _ = state_dicts.from_state_dict(golden.params_of(d), d_cfg, 'D')
     return g, g_cfg, gp, gb, d_cfg, dp
 
 

@@ -1,7 +1,7 @@
 """Generator and discriminator parity with the official code, for every `G_<name>.npz` / `D_<name>.npz`.
 
-Each case builds the network from its `config_json`, loads its `param/*` through `sg3jax.convert` (strict), and
-compares every stored output. Tolerance: the golden README's suggestion for a float32 port,
+Each case builds the network from its `config_json`, loads its `param/*` through `sg3jax.networks.state_dicts`
+(strict), and compares every stored output. Tolerance: the golden README's suggestion for a float32 port,
 |ours - ref| <= 1e-5 * max|ref| + 1e-5 * |ref| (+1e-6), about 10x the observed float32 noise.
 """
 
@@ -14,7 +14,7 @@ import pytest
 
 import golden
 from golden import assert_close, nchw_to_nhwc, nhwc_to_nchw
-from sg3jax import convert
+from sg3jax.networks import state_dicts
 from sg3jax.networks import discriminator, generator
 
 G_CASES = golden.case_files('G')
@@ -25,7 +25,7 @@ D_CASES = golden.case_files('D')
 def _load_G(name):
     data = golden.load(f'G_{name}')
     cfg = golden.json_field(data, 'config_json')
-    params, buffers = convert.from_state_dict(golden.params_of(data), cfg, kind='G')
+    params, buffers = state_dicts.from_state_dict(golden.params_of(data), cfg, kind='G')
     return data, cfg, params, buffers
 
 
@@ -105,7 +105,7 @@ def test_generator_ref_impl_parity(name):
 def test_discriminator_parity(name):
     data = golden.load(f'D_{name}')
     cfg = golden.json_field(data, 'config_json')
-    params, _ = convert.from_state_dict(golden.params_of(data), cfg, kind='D')
+    params, _ = state_dicts.from_state_dict(golden.params_of(data), cfg, kind='D')
     c = jnp.asarray(data['c']) if data['c'].size else None
     logits, acts = jax.jit(lambda p, x, c: discriminator.activations(p, x, c, cfg))(
         params, jnp.asarray(nchw_to_nhwc(data['img'])), c)

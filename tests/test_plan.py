@@ -1,4 +1,4 @@
-"""The pod plan (sg3jax.launch.plan): the roofline and fit arithmetic on known numbers, and, with libtpu
+"""The pod plan (sg3jax.planning.plan): the roofline and fit arithmetic on known numbers, and, with libtpu
 installed (the `tpu` extra), real compiles for a v5e:2x2 slice from this CPU host.
 
 The TPU compiler is slow on a tiny model too (tens of seconds per phase on 2 CPU cores), so the fast tests compile
@@ -17,7 +17,7 @@ import types
 
 import pytest
 
-from sg3jax.launch import chips, plan
+from sg3jax.planning import chips, plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +38,8 @@ def _fake_plan(phases, precision='float32', chip='v5e', per_chip=1, batch=32, me
                          memory or c.hbm_bytes // per_chip)
     run = types.SimpleNamespace(cfg='stylegan3-t', resolution=256, batch_size=batch, batch_per_device=batch // 8,
                                 precision=precision, num_fp16_res=4, G_reg_interval=None, D_reg_interval=16,
-                                cbase=32768, mbstd_group=4, remat=False)
+                                phases=(('Gmain', 1), ('Dmain', 1), ('Dreg', 16), ('ema', 1)), cbase=32768,
+                                mbstd_group=4, remat=False)
     return plan.Plan(run, target, {p.name: p for p in phases}, 0.95)
 
 
@@ -176,7 +177,7 @@ def _fake_programs(compiled, refuse=()):
 def test_plan_table_resumes_from_its_phase_cache(monkeypatch, tmp_path):
     """plan_table saves every compiled phase and reads it back: an interrupted generation (full-size rows take
     an hour on a small host) resumes without compiling again; a changed program compiles afresh."""
-    from sg3jax.launch import plan_table
+    from sg3jax.planning import plan_table
     compiled = []
     programs = _fake_programs(compiled)
     monkeypatch.setattr(plan, 'PhasePrograms', programs)
@@ -274,7 +275,7 @@ def test_refused_memory_grows_with_batch(v5e_2x2):
 def test_plan_table_cache_key_is_the_lowered_program(v5e_2x2):
     """plan_table's committed cache is keyed by each phase's program as lowered: a fresh trace of the same config
     gives the same key; a change to a number the step uses (R1 gamma) or to the batch gives another."""
-    from sg3jax.launch import plan_table
+    from sg3jax.planning import plan_table
 
     def key(config):
         programs = plan.PhasePrograms(plan.resolve_for(config, v5e_2x2), v5e_2x2.devices)
@@ -322,7 +323,7 @@ def test_cli_refuses_with_exit_code():
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     env.pop('XLA_FLAGS', None)
     proc = subprocess.run(
-        [sys.executable, '-m', 'sg3jax.launch.plan', '--config', 'configs/stylegan2.py:tiny,res=8',
+        [sys.executable, '-m', 'sg3jax.planning.plan', '--config', 'configs/stylegan2.py:tiny,res=8',
          f'--config.batch_size={4 * 2 ** 20}', '--config.batch_gpu=4', '--topology', 'v5e:2x2', '--phases=Dreg', '--nosuggest'],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == plan.EXIT_DOES_NOT_FIT, proc.stdout + proc.stderr[-3000:]
@@ -340,7 +341,7 @@ def test_cli_fit_batch_finds_a_batch_the_compiler_accepts(tmp_path):
     env.pop('XLA_FLAGS', None)
     overrides = tmp_path / 'overrides.txt'
     proc = subprocess.run(
-        [sys.executable, '-m', 'sg3jax.launch.plan', '--config', 'configs/stylegan2.py:tiny,res=8',
+        [sys.executable, '-m', 'sg3jax.planning.plan', '--config', 'configs/stylegan2.py:tiny,res=8',
          f'--config.batch_size={4 * 2 ** 20}', '--config.batch_gpu=4', '--topology', 'v5e:2x2', '--phases=Dreg',
          '--fit=batch', f'--overrides_out={overrides}'],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)

@@ -6,7 +6,7 @@ import pytest
 
 from sg3jax import quickstart
 from sg3jax.data import open_dataset
-from sg3jax.training import config as C
+from sg3jax.training import config as config_lib
 
 
 def test_digits_dataset_and_config(tmp_path):
@@ -19,7 +19,8 @@ def test_digits_dataset_and_config(tmp_path):
     assert images.dtype == np.uint8 and images.max() == 255 and images.min() == 0    # strokes on black
     assert [int(np.argmax(l)) for l in labels[:10]] == list(range(10))               # load_digits' order
     assert quickstart.make_digits_dataset(dest) == 1797                                # reused, not rewritten
-    run = C.resolve(quickstart.quickstart_config('stylegan2', str(dest)), num_devices=1, c_dim=10, img_channels=1)
+    run = config_lib.resolve(quickstart.quickstart_config('stylegan2', str(dest)), num_devices=1, c_dim=10,
+                             img_channels=1)
     assert (run.resolution, run.c_dim, run.cfg, run.kimg) == (16, 10, 'stylegan2', 40.0)
 
 

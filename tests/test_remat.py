@@ -6,23 +6,21 @@ losses, same new weights, up to float reassociation) and must lower the compiled
 is all it is for (the plan offers it as `--fit=remat`).
 """
 
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
 
-from sg3jax.training import steps as S
-from tiny_training import batch as _batch, init_state, tiny_spec
+from sg3jax.training import steps as steps_lib
+from tiny_training import batch as _batch, init_state, tiny_run
 
 
-def _phase_results(spec, names):
+def _phase_results(run, names):
     """{phase: (new G, new D, metrics, temporary bytes of its compiled program)} of each phase run once from the
     same initial state. The memory is read from the program the call compiled (lowered for the same arguments,
     `compile` returns the jit's cached executable)."""
-    steps = S.make_steps(spec)
-    state0 = init_state(spec)
-    batch, key = _batch(spec.batch_size), jax.random.key(1)
+    steps = steps_lib.make_steps(run)
+    state0 = init_state(run)
+    batch, key = _batch(run.batch_size), jax.random.key(1)
     out = {}
     for name in names:
         state = jax.tree.map(np.array, state0)          # the steps donate their state: a fresh copy each
@@ -38,14 +36,14 @@ def _phase_results(spec, names):
 @pytest.mark.parametrize('cfg,names', [('stylegan3-t', ['Gmain', 'Dreg']),
                                        pytest.param('stylegan2', ['Greg', 'Dmain'], marks=pytest.mark.slow)])
 def test_remat_gives_the_same_updates(cfg, names):
-    spec = tiny_spec(batch_size=8, cfg=cfg, sg3_layers=14)         # the official depth, where remat pays
-    plain = _phase_results(spec, names)
-    remat = _phase_results(dataclasses.replace(spec, remat=True), names)
+    run = tiny_run(batch_size=8, cfg=cfg, sg3_layers=14)         # the official depth, where remat pays
+    plain = _phase_results(run, names)
+    remat = _phase_results(tiny_run(batch_size=8, cfg=cfg, sg3_layers=14, remat=True), names)
     for name in names:
         for a, b in zip(jax.tree.leaves(plain[name][:3]), jax.tree.leaves(remat[name][:3])):
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=f'{cfg} {name}')
     # The updates moved something (so equal results are not two no-ops).
-    state0 = init_state(spec)
+    state0 = init_state(run)
     for name in names:
         net = 0 if name.startswith('G') else 1
         before = jax.tree.leaves(state0['G' if net == 0 else 'D'])
@@ -55,10 +53,3 @@ def test_remat_gives_the_same_updates(cfg, names):
         plain_bytes, remat_bytes = plain['Gmain'][3], remat['Gmain'][3]
         assert 0 < remat_bytes < 0.8 * plain_bytes, (remat_bytes, plain_bytes)
 
-
-def test_remat_reaches_the_train_spec():
-    from sg3jax.training import config as C
-    cfg = C.apply_tiny(C.base_config('stylegan2'))
-    assert not S.TrainSpec.from_config(C.resolve(cfg, num_devices=1)).remat
-    cfg.remat = True
-    assert S.TrainSpec.from_config(C.resolve(cfg, num_devices=1)).remat

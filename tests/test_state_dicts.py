@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import golden
-from sg3jax import convert
+from sg3jax.networks import state_dicts
 
 
 def _cases():
@@ -16,10 +16,10 @@ def test_round_trip(kind, name):
     data = golden.load(f'{kind}_{name}')
     cfg = golden.json_field(data, 'config_json')
     sd = golden.params_of(data)
-    params, buffers = convert.from_state_dict(sd, cfg, kind=kind)
-    back = convert.to_state_dict(params, buffers, cfg, kind=kind)
+    params, buffers = state_dicts.from_state_dict(sd, cfg, kind=kind)
+    back = state_dicts.to_state_dict(params, buffers, cfg, kind=kind)
     assert sorted(back) == sorted(sd)
-    derived = convert.derived_buffers(cfg, kind)
+    derived = state_dicts.derived_buffers(cfg, kind)
     for k, v in sd.items():
         if k in derived:   # recomputed filters: equal to the official design to float32 rounding
             np.testing.assert_allclose(back[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
@@ -38,8 +38,8 @@ def test_missing_unexpected_and_shape_errors_name_every_key():
     sd.pop('synthesis.L3_36_128.magnitude_ema')
     sd['synthesis.L99.weight'] = np.zeros([1])
     sd['mapping.fc0.weight'] = np.zeros([3, 3], np.float32)
-    with pytest.raises(convert.StateDictMismatch) as e:
-        convert.from_state_dict(sd, cfg, kind='G', what='G_sg3t_64.npz')
+    with pytest.raises(state_dicts.StateDictMismatch) as e:
+        state_dicts.from_state_dict(sd, cfg, kind='G', what='G_sg3t_64.npz')
     msg = str(e.value)
     assert 'G_sg3t_64.npz' in msg
     assert e.value.missing == ['mapping.fc1.bias', 'synthesis.L3_36_128.magnitude_ema']
@@ -50,13 +50,13 @@ def test_missing_unexpected_and_shape_errors_name_every_key():
 def test_filter_from_another_config_is_rejected():
     cfg, sd = _sg3t()
     sd['synthesis.L5_52_128.down_filter'] = sd['synthesis.L5_52_128.down_filter'] * 1.01
-    with pytest.raises(convert.StateDictMismatch, match='L5_52_128.down_filter: filter values differ'):
-        convert.from_state_dict(sd, cfg, kind='G')
+    with pytest.raises(state_dicts.StateDictMismatch, match='L5_52_128.down_filter: filter values differ'):
+        state_dicts.from_state_dict(sd, cfg, kind='G')
 
 
 def test_weights_for_another_architecture_are_rejected():
     cfg, sd = _sg3t()
     r_cfg = dict(cfg, conv_kernel=1, use_radial_filters=True, channel_base=8192, channel_max=256)
-    with pytest.raises(convert.StateDictMismatch) as e:
-        convert.from_state_dict(sd, r_cfg, kind='G')
+    with pytest.raises(state_dicts.StateDictMismatch) as e:
+        state_dicts.from_state_dict(sd, r_cfg, kind='G')
     assert e.value.missing and e.value.unexpected   # layer names encode channel counts, so they all differ

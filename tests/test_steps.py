@@ -1,21 +1,19 @@
 """Update steps on a device mesh: 1 vs 8 devices agree, optimizer and EMA follow the official formulas."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from golden import assert_close
-from sg3jax.training import steps as S
-from tiny_training import batch as _batch, gradient_recorder, init_state, run, tiny_spec
+from sg3jax.training import steps as steps_lib
+from tiny_training import batch as _batch, gradient_recorder, init_state, tiny_run, train_steps
 
 
 # StyleGAN3-T, conditional, the main phases of G and D: magnitude_ema and w_avg are means over the global batch,
 # and so is the style normalisation of every modulated convolution (one RMS of the styles over the whole batch);
 # minibatch-std groups within chunks of batch_gpu = 4 samples (shard_map); the label embedding of G and the
-# projection of D (tiny_spec: 4 synthesis layers). R1 is per sample, its gradient a batch mean like Dmain's.
+# projection of D (tiny_run: 4 synthesis layers). R1 is per sample, its gradient a batch mean like Dmain's.
 # StyleGAN2, its own phase (its D is StyleGAN3's): path length, whose batch is drawn inside the step and placed
 # on `data`, with style mixing and labels drawn from the real batch.
 SHARDING_CASES = [('stylegan3-t', ('Gmain', 'Dmain')), ('stylegan2', ('Greg',))]
@@ -28,11 +26,11 @@ def test_sharded_gradients_match_single_device(cfg, phases, monkeypatch):
     are compared directly: the same to float32 reduction order (measured: at most 2.1e-6 of a tensor's largest
     entry, 2.7e-7 of a loss), as are the losses and the updated buffers. A group or a statistic formed per device
     instead of over the global batch moves them by O(1)."""
-    monkeypatch.setattr(S, 'make_optimizer', gradient_recorder)
+    monkeypatch.setattr(steps_lib, 'make_optimizer', gradient_recorder)
     c_dim = 3
-    spec = tiny_spec(cfg=cfg, c_dim=c_dim)
+    run = tiny_run(cfg=cfg, c_dim=c_dim)
     flops_of = ('Greg',) if cfg == 'stylegan2' else ()
-    r1, r8 = (run(spec, n, n_steps=1, c_dim=c_dim, phases=phases, flops_of=flops_of) for n in (1, 8))
+    r1, r8 = (train_steps(run, n, n_steps=1, c_dim=c_dim, phases=phases, flops_of=flops_of) for n in (1, 8))
     (s1, (h1,)), (s8, (h8,)) = (r1['state'], r1['metrics']), (r8['state'], r8['metrics'])
     assert h1.keys() == h8.keys()
     for k in h1:
@@ -60,14 +58,14 @@ def test_sharded_gradients_match_single_device(cfg, phases, monkeypatch):
         assert eight < one / 4, (one, eight)
 
 
-# test_remat's StyleGAN3 spec, so that these tests reuse its compiled initialisation and R1 step.
-REMAT_SPEC = dict(batch_size=8, sg3_layers=14)
+# test_remat's StyleGAN3 config, so that these tests reuse its compiled initialisation and R1 step.
+REMAT_RUN = dict(batch_size=8, sg3_layers=14)
 
 
 def test_lazy_regularisation_adam_and_ema_formulas():
-    spec = tiny_spec(**REMAT_SPEC)
+    run = tiny_run(**REMAT_RUN)
     # Adam with lr * 16/17 and betas ** (16/17), eps 1e-8 (b1 = 0: the update is lr * g / (sqrt(v_hat) + eps)).
-    tx = S.make_optimizer(0.002, 16)
+    tx = steps_lib.make_optimizer(run.D_opt_kwargs)               # dlr 0.002, D_reg_interval 16
     p = {'w': jnp.ones([3])}
     g = {'w': jnp.asarray([0.5, -2.0, 1e-3])}
     upd, _ = tx.update(g, tx.init(p), p)
@@ -76,12 +74,12 @@ def test_lazy_regularisation_adam_and_ema_formulas():
     v_hat = (1 - b2) * g['w'] ** 2 / (1 - b2)
     np.testing.assert_allclose(upd['w'], -0.002 * r * g['w'] / (np.sqrt(v_hat) + 1e-8), rtol=1e-6)
     # EMA: beta = 0.5 ** (batch / min(ema_kimg * 1000, nimg * rampup)); buffers copied.
-    state = init_state(spec)
+    state = init_state(run)
     state = {**state, 'nimg': jnp.asarray(64, jnp.int32),
              'G': jax.tree.map(lambda x: x + 1.0, state['G']),
              'buffers': {**state['buffers'], 'G': jax.tree.map(lambda x: x * 2.0, state['buffers']['G'])}}
     before = jax.device_get(state)
-    new, m = S.make_steps(spec)['ema'](state, None, None)
+    new, m = steps_lib.make_steps(run)['ema'](state, None, None)
     beta = 0.5 ** (8 / min(10.0, 64 * 0.05))
     assert float(m['Progress/ema_beta']) == pytest.approx(beta, rel=1e-6)
     w_g, w_e = before['G']['mapping']['fc0']['weight'], before['G_ema']['mapping']['fc0']['weight']
@@ -93,16 +91,16 @@ def test_lazy_regularisation_adam_and_ema_formulas():
 @pytest.mark.parametrize('policy', ['stop', 'skip'])
 def test_nonfinite_loss_is_recorded_with_step_and_phase(policy):
     """A NaN real image makes the R1 phase's loss NaN."""
-    spec = tiny_spec(nan_policy=policy, **REMAT_SPEC)
-    steps = S.make_steps(spec)
-    state = init_state(spec)
+    run = tiny_run(nan_policy=policy, **REMAT_RUN)
+    steps = steps_lib.make_steps(run)
+    state = init_state(run)
     batch = _batch(8)
     batch['img'][0, 0, 0, 0] = np.nan                  # a corrupt real image: D losses become NaN
     batch = jax.tree.map(jnp.asarray, batch)
     opt_before = jax.device_get(state['D_opt'])
     state, m = steps['Dreg'](state, batch, jax.random.key(1))
     assert not np.isfinite(float(m['Loss/D/reg']))
-    assert int(state['nonfinite']) == 0 * 8 + S.PHASE_IDS['Dreg']       # step 0, phase Dreg
+    assert int(state['nonfinite']) == 0 * 8 + steps_lib.PHASE_IDS['Dreg']       # step 0, phase Dreg
     opt_after = jax.device_get(state['D_opt'])
     # 'skip' drops the whole update (Adam's step count included); 'stop' applies the cleaned (nan_to_num) grads,
     # as the official loop, and the trainer stops at the next log tick.
@@ -110,11 +108,11 @@ def test_nonfinite_loss_is_recorded_with_step_and_phase(policy):
     assert same == (policy == 'skip')
 
 
-def _D_phases(state, batch, key, spec, steps, step):
+def _D_phases(state, batch, key, run, steps, step):
     """The phases of minibatch `step` that touch D and the augmentation state (Dmain, Dreg, ema): G's phases
     neither read nor change p, so the augmentation tests skip their compiles."""
     metrics = {}
-    for name in S.phases_for_step(step, spec, steps):
+    for name in steps_lib.phases_for_step(step, run):
         if not name.startswith('G'):
             state, m = steps[name](state, jax.tree.map(jnp.asarray, batch), key)
             metrics.update(m)
@@ -125,15 +123,15 @@ def test_ada_heuristic_moves_p_by_the_sign_of_the_real_logits():
     """aug='ada': every D pass over reals (Dmain, Dreg) adds sign(D(real)) to the state's accumulator; after every
     ada_interval-th minibatch p <- max(p + sign(mean - target) * batch * interval / (ada_kimg * 1000), 0) and the
     accumulator resets (official training_loop.py). Also: p is in the state, logged, and changes no shapes."""
-    spec = dataclasses.replace(tiny_spec(batch_size=8), aug='ada', ada_kimg=0.1, ada_target=0.0)
-    steps = S.make_steps(spec)
-    state = init_state(spec)
+    run = tiny_run(batch_size=8, aug='ada', ada_kimg=0.1, target=0.0)
+    steps = steps_lib.make_steps(run)
+    state = init_state(run)
     assert float(state['augment']['p']) == 0.0
     key, step_size = jax.random.key(1), 8 * 4 / 100
     p = 0.0
     for i in range(8):
         before = jax.device_get(state['augment'])
-        state, m = _D_phases(state, _batch(8, seed=i), key, spec, steps, i)
+        state, m = _D_phases(state, _batch(8, seed=i), key, run, steps, i)
         after = jax.device_get(state['augment'])
         # Between updates the signs only accumulate (Dmain's 8, plus Dreg's 8 at step 0); on an update step this
         # step's Dmain signs (its logged mean) complete the sum that decides the direction.
@@ -154,14 +152,14 @@ def test_fixed_augmentation_is_applied_at_p():
     The augment pipe itself runs at the state's p, which is a traced scalar: with p = 0.5 D's loss differs from
     p = 0 (the identity). That part runs ADA's D step (test_ada_heuristic's program; aug='fixed' builds its D
     passes alike), so only the small EMA phase is compiled here."""
-    fixed = dataclasses.replace(tiny_spec(batch_size=8), aug='fixed', augment_p=0.5)
-    state, ema = init_state(fixed), S.make_steps(fixed)['ema']
+    fixed = tiny_run(batch_size=8, aug='fixed', p=0.5)
+    state, ema = init_state(fixed), steps_lib.make_steps(fixed)['ema']
     assert float(state['augment']['p']) == 0.5
     for step in range(4):                                # past ada_interval: ADA would have moved p by now
         state, m = ema(state, None, None)
         assert float(m['Progress/augment']) == 0.5 and float(state['augment']['p']) == 0.5
-    ada = dataclasses.replace(tiny_spec(batch_size=8), aug='ada', ada_kimg=0.1, ada_target=0.0)
-    D_main = S.make_steps(ada)['Dmain']
+    ada = tiny_run(batch_size=8, aug='ada', ada_kimg=0.1, target=0.0)
+    D_main = steps_lib.make_steps(ada)['Dmain']
     losses = {}
     for p in (0.5, 0.0):
         state = init_state(ada)

@@ -134,6 +134,21 @@ def test_the_former_import_paths_name_the_same_functions():
     assert checkpoint.export_generator is export.export_generator
 
 
+def test_the_former_planner_and_state_dict_paths():
+    """sg3jax.launch (before sg3jax.planning) and sg3jax.convert (before networks.state_dicts): the same functions,
+    and `python -m sg3jax.launch.plan` still runs the planner's command line."""
+    from sg3jax import convert
+    from sg3jax.launch import chips as old_chips, plan as old_plan, plan_table as old_table
+    from sg3jax.networks import state_dicts
+    from sg3jax.planning import chips, plan, plan_table
+    assert convert.from_state_dict is state_dicts.from_state_dict and convert.flatten is state_dicts.flatten
+    assert old_plan.make_plan is plan.make_plan and old_table.plan_row is plan_table.plan_row
+    assert old_chips.CHIPS is chips.CHIPS
+    r = subprocess.run([sys.executable, '-m', 'sg3jax.launch.plan', '--helpshort'], capture_output=True, text=True,
+                       timeout=60)
+    assert 'python -m sg3jax.planning.plan --config' in r.stdout, r.stderr    # (absl's help exits with 1)
+
+
 def test_load_generator_pkl_goes_through_legacy(nets, tmp_path, monkeypatch):
     G = nets['uncond_G']
     seen = []

@@ -15,7 +15,7 @@ from PIL import Image
 
 from sg3jax import quickstart, train
 from sg3jax.training import checkpoint as ckpt
-from sg3jax.training import config as C
+from sg3jax.training import config as config_lib
 from subprocess_env import subprocess_env
 from train_worker import load_config
 
@@ -182,7 +182,7 @@ def test_trainer_data_resumes_at_its_position(quickstart_run):
     k, k+1, ... of an uninterrupted one: a resumed run continues with the next unseen images."""
     config = quickstart.quickstart_config('stylegan2', str(quickstart_run[0] / 'digits16'))
     config.mirror = True
-    run = C.resolve(config, num_devices=1, c_dim=10, img_channels=1)
+    run = config_lib.resolve(config, num_devices=1, c_dim=10, img_channels=1)
     make_data = train.make_data_fn(config)
     whole = make_data(run, 0)
     batches = [next(whole) for _ in range(60)]          # 60 x 32 images: past the end of the first epoch
@@ -196,14 +196,14 @@ def test_trainer_data_resumes_at_its_position(quickstart_run):
 
 def test_dry_run_fails_when_the_compiler_refuses_a_phase(monkeypatch, capsys):
     """The launch scripts stop on a failed dry run: a phase refused for lack of device memory must fail it."""
-    from sg3jax.launch import plan
+    from sg3jax.planning import plan
 
     def refuse(run, devices, phases=None, log=None):
         nan = float('nan')
         return {'Gmain': plan.PhaseCost('Gmain', 2 ** 20, 0, 0, 40 * 2 ** 30, 0, nan, nan, nan, 0.0,
                                         oom='RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm')}
     monkeypatch.setattr(plan, 'compile_phases', refuse)
-    config = C.apply_tiny(C.base_config('stylegan2'))
+    config = config_lib.apply_tiny(config_lib.base_config('stylegan2'))
     config.batch_size = 4 * jax.device_count()
     with pytest.raises(SystemExit, match=r"refused \['Gmain'\].*RESOURCE_EXHAUSTED"):
         train.dry_run_phases(config)

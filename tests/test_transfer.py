@@ -1,9 +1,6 @@
 """Fine-tuning (config.resume, training/transfer.py) from an official-format pickle, an sg3jax run and a sampling
 export, into the same config or a conditional one; the mismatches it refuses; and Freeze-D."""
 
-import dataclasses
-import json
-
 import jax
 import numpy as np
 import pytest
@@ -11,22 +8,23 @@ import pytest
 import golden
 import pkl_fixtures as pf
 from sg3jax import legacy
-from sg3jax.convert import flatten
+from sg3jax.networks.state_dicts import flatten
 from sg3jax.networks import discriminator
 from sg3jax.training import checkpoint as ckpt
-from sg3jax.training import steps as S
+from sg3jax.training import config as config_lib
+from sg3jax.training import steps as steps_lib
 from sg3jax.training import transfer
 from sg3jax.sampling.export import export_generator
-from tiny_training import run, tiny_spec
+from tiny_training import tiny_run, train_steps, with_networks
 
 
-def _spec(G_cfg, D_cfg):
-    return dataclasses.replace(tiny_spec(batch_size=8), G_cfg_json=json.dumps(G_cfg), D_cfg_json=json.dumps(D_cfg))
+def _run(G_cfg, D_cfg):
+    return with_networks(tiny_run(batch_size=8), G_cfg, D_cfg)
 
 
-def _zero_state(spec):
+def _zero_state(run):
     """init_state's structure and dtypes, all zeros: whatever a resume does not copy stays exactly zero."""
-    abstract = jax.eval_shape(lambda k: S.init_state(k, spec), jax.random.key(0))
+    abstract = jax.eval_shape(lambda k: steps_lib.init_state(k, run), jax.random.key(0))
     return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
 
 
@@ -67,10 +65,10 @@ def test_fine_tune_from_an_official_pickle(official_pkl):
     """Every parameter and buffer of G, D and G_ema comes from the pickle; the optimiser states stay fresh."""
     path, nets = official_pkl
     G_cfg, D_cfg = _golden_cfgs()
-    spec = _spec(G_cfg, D_cfg)
-    fresh = _zero_state(spec)
+    run = _run(G_cfg, D_cfg)
+    fresh = _zero_state(run)
     lines = []
-    state = transfer.apply_source(fresh, transfer.load_source(path), spec.G_cfg, spec.D_cfg, str(path),
+    state = transfer.apply_source(fresh, transfer.load_source(path), *config_lib.network_kwargs(run), str(path),
                                   log=lines.append)
     for name in ('G', 'G_ema'):
         _assert_copied(state[name], nets[name]['params'])
@@ -89,9 +87,10 @@ def test_fine_tune_an_unconditional_pickle_into_a_conditional_config(official_pk
     other tensor is the pickle's."""
     path, nets = official_pkl
     G_cfg, D_cfg = _golden_cfgs(c_dim=10)
-    spec = _spec(G_cfg, D_cfg)
+    run = _run(G_cfg, D_cfg)
     lines = []
-    state = transfer.apply_source(_zero_state(spec), transfer.load_source(path), spec.G_cfg, spec.D_cfg, str(path),
+    state = transfer.apply_source(_zero_state(run), transfer.load_source(path), *config_lib.network_kwargs(run),
+                                  str(path),
                                   log=lines.append)
     G_new = {'mapping.embed.weight', 'mapping.embed.bias', 'mapping.fc0.weight'}
     G = flatten(state['G'])
@@ -109,14 +108,15 @@ def test_fine_tune_an_unconditional_pickle_into_a_conditional_config(official_pk
 def test_fine_tune_from_an_sg3jax_run_and_from_an_export(tmp_path):
     """From a run directory: its newest checkpoint's G, D, G_ema and buffers, not its optimiser states. From a
     sampling export: G and G_ema both from its G_ema, D left at its initialisation."""
-    spec = tiny_spec(batch_size=8)
-    saved = _random_like(_zero_state(spec), seed=1)
+    run = tiny_run(batch_size=8)
+    saved = _random_like(_zero_state(run), seed=1)
     mngr = ckpt.make_manager(tmp_path / 'run')
-    meta = {'nimg': 8, 'data_position': 1, 'config': {'G_kwargs': spec.G_cfg, 'D_kwargs': spec.D_cfg}}
+    G_cfg, D_cfg = config_lib.network_kwargs(run)
+    meta = {'nimg': 8, 'data_position': 1, 'config': {'G_kwargs': G_cfg, 'D_kwargs': D_cfg}}
     ckpt.save(mngr, 1, saved, meta, force=True)
     mngr.close()
-    fresh = _zero_state(spec)
-    state = transfer.apply_source(fresh, transfer.load_source(tmp_path / 'run'), spec.G_cfg, spec.D_cfg, 'run',
+    fresh = _zero_state(run)
+    state = transfer.apply_source(fresh, transfer.load_source(tmp_path / 'run'), *config_lib.network_kwargs(run), 'run',
                                   log=lambda s: None)
     for name in ('G', 'G_ema', 'D'):
         _assert_copied(state[name], saved[name])
@@ -125,9 +125,9 @@ def test_fine_tune_from_an_sg3jax_run_and_from_an_export(tmp_path):
     _assert_same_leaves(state['G_opt'], fresh['G_opt'])
     assert not state['buffers']['pl_mean'].any()
 
-    export_generator(tmp_path / 'export', saved['G_ema'], saved['buffers']['G_ema'], spec.G_cfg)
+    export_generator(tmp_path / 'export', saved['G_ema'], saved['buffers']['G_ema'], G_cfg)
     lines = []
-    state = transfer.apply_source(fresh, transfer.load_source(tmp_path / 'export'), spec.G_cfg, spec.D_cfg,
+    state = transfer.apply_source(fresh, transfer.load_source(tmp_path / 'export'), *config_lib.network_kwargs(run),
                                   'export', log=lines.append)
     for name in ('G', 'G_ema'):
         _assert_copied(state[name], saved['G_ema'])
@@ -145,22 +145,24 @@ def test_mismatches_are_one_error_naming_both(official_pkl, tmp_path):
              "its generator has resolution 64, the config 32"),
             ({**G_cfg, 'channel_max': 64}, D_cfg, 'shape '),
             ({**G_cfg, 'conv_kernel': 1, 'use_radial_filters': True}, D_cfg, 'shape (')]:
-        spec = _spec(G_other, D_other)
+        run = _run(G_other, D_other)
         with pytest.raises(transfer.ResumeSourceError, match=message.replace('(', r'\(')) as e:
-            transfer.apply_source(_zero_state(spec), source, spec.G_cfg, spec.D_cfg, str(path))
+            transfer.apply_source(_zero_state(run), source, *config_lib.network_kwargs(run), str(path))
         assert str(e.value).startswith(f'config.resume {path}')
-    sg2 = tiny_spec(batch_size=8, cfg='stylegan2')
+    sg2 = tiny_run(batch_size=8, cfg='stylegan2')
     state2 = _random_like(_zero_state(sg2), 2)
-    export_generator(tmp_path / 'sg2', state2['G_ema'], state2['buffers']['G_ema'], sg2.G_cfg)
-    sg3 = tiny_spec(batch_size=8)
+    export_generator(tmp_path / 'sg2', state2['G_ema'], state2['buffers']['G_ema'], config_lib.network_kwargs(sg2)[0])
+    sg3 = tiny_run(batch_size=8)
     with pytest.raises(transfer.ResumeSourceError, match="architecture 'stylegan2', the config 'stylegan3'"):
-        transfer.apply_source(_zero_state(sg3), transfer.load_source(tmp_path / 'sg2'), sg3.G_cfg, sg3.D_cfg, 'x')
-    cond3, cond5 = tiny_spec(batch_size=8, c_dim=3), tiny_spec(batch_size=8, c_dim=5)
+        transfer.apply_source(_zero_state(sg3), transfer.load_source(tmp_path / 'sg2'), *config_lib.network_kwargs(sg3),
+                              'x')
+    cond3, cond5 = tiny_run(batch_size=8, c_dim=3), tiny_run(batch_size=8, c_dim=5)
     state3 = _random_like(_zero_state(cond3), 3)
-    export_generator(tmp_path / 'cond3', state3['G_ema'], state3['buffers']['G_ema'], cond3.G_cfg)
+    export_generator(tmp_path / 'cond3', state3['G_ema'], state3['buffers']['G_ema'],
+                     config_lib.network_kwargs(cond3)[0])
     with pytest.raises(transfer.ResumeSourceError, match='its generator has c_dim 3, the config 5'):
-        transfer.apply_source(_zero_state(cond5), transfer.load_source(tmp_path / 'cond3'), cond5.G_cfg,
-                              cond5.D_cfg, 'x')
+        transfer.apply_source(_zero_state(cond5), transfer.load_source(tmp_path / 'cond3'),
+                              *config_lib.network_kwargs(cond5), 'x')
     with pytest.raises(transfer.ResumeSourceError, match='no such file or directory'):
         transfer.load_source(tmp_path / 'missing.pkl')
     (tmp_path / 'empty').mkdir()
@@ -173,11 +175,12 @@ def test_mismatches_are_one_error_naming_both(official_pkl, tmp_path):
 def test_freeze_d_counts_layers_as_the_official_code():
     """Official DiscriminatorBlock: fromrgb (first block), conv0, conv1, skip (resnet), block by block from the
     highest resolution: 7 layers for the 16 px D (b16, b8), of which --freezed=5 takes b16 and b8.conv0."""
-    spec = discriminator.spec({**tiny_spec().D_cfg, 'block_kwargs': {'freeze_layers': 5}})
-    assert discriminator.block_layers(spec) == [('b16', 'fromrgb'), ('b16', 'conv0'), ('b16', 'conv1'),
+    _, D_cfg = config_lib.network_kwargs(tiny_run())
+    d_spec = discriminator.spec({**D_cfg, 'block_kwargs': {'freeze_layers': 5}})
+    assert discriminator.block_layers(d_spec) == [('b16', 'fromrgb'), ('b16', 'conv0'), ('b16', 'conv1'),
                                                 ('b16', 'skip'), ('b8', 'conv0'), ('b8', 'conv1'), ('b8', 'skip')]
-    params = jax.eval_shape(lambda k: discriminator.init(k, tiny_spec().D_cfg)[0], jax.random.key(0))
-    mask = flatten(discriminator.trainable(params, spec))
+    params = jax.eval_shape(lambda k: discriminator.init(k, D_cfg)[0], jax.random.key(0))
+    mask = flatten(discriminator.trainable(params, d_spec))
     assert sorted(n for n, t in mask.items() if not t) == [
         'b16.conv0.bias', 'b16.conv0.weight', 'b16.conv1.bias', 'b16.conv1.weight', 'b16.fromrgb.bias',
         'b16.fromrgb.weight', 'b16.skip.weight', 'b8.conv0.bias', 'b8.conv0.weight']
@@ -186,10 +189,10 @@ def test_freeze_d_counts_layers_as_the_official_code():
 def test_freeze_d_leaves_the_frozen_layers_bitwise_and_trains_the_rest():
     """Three steps of every phase with --freezed=5: the frozen D parameters are bitwise their initial values
     (Adam keeps no state for them), every other D parameter moves, and G trains as without Freeze-D."""
-    base = tiny_spec(batch_size=8, batch_gpu=8)
-    spec = dataclasses.replace(base, D_cfg_json=json.dumps({**base.D_cfg, 'block_kwargs': {'freeze_layers': 5}}))
-    init = jax.device_get(jax.jit(lambda k: S.init_state(k, spec))(jax.random.key(0)))
-    out = run(spec, 1, n_steps=3)['state']
+    base = tiny_run(batch_size=8, batch_gpu=8)
+    run = with_networks(base, D_cfg={**config_lib.network_kwargs(base)[1], 'block_kwargs': {'freeze_layers': 5}})
+    init = jax.device_get(jax.jit(lambda k: steps_lib.init_state(k, run))(jax.random.key(0)))
+    out = train_steps(run, 1, n_steps=3)['state']
     frozen = {'b16.fromrgb', 'b16.conv0', 'b16.conv1', 'b16.skip', 'b8.conv0'}
     before, after = flatten(init['D']), flatten(out['D'])
     for name in before:

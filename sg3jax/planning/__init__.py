@@ -1,2 +1,3 @@
-"""Launch-time tools: `plan` compiles the training steps for a target TPU slice from a CPU host and checks that
-they fit before a pod is paid for; `chips` holds the per-chip peak rates the plan's estimates use."""
+"""Planning a run before paying for it: `plan` compiles the training steps for a target TPU slice from a CPU host
+and reports whether they fit, with their FLOPs, bytes and roofline; `plan_table` renders the README's table of
+such plans; `chips` holds the per-chip peak rates the estimates use."""

@@ -1,7 +1,7 @@
 r"""Plan a training run for a TPU slice from a CPU host: compile the real update steps for the slice, check that
 they fit in HBM, and estimate the speed, before anyone pays for the pod.
 
-    python -m sg3jax.launch.plan --config configs/stylegan3_t.py:preset=ffhq1024 --topology v5e:2x4 \
+    python -m sg3jax.planning.plan --config configs/stylegan3_t.py:preset=ffhq1024 --topology v5e:2x4 \
         [--config.batch_size=64 ...] [--fit=batch|bf16|remat] [--overrides_out FILE]
 
 How (MaxText's train_compile.py idea, STYLE.md section 5.14): with Google's libtpu installed (`pip install
@@ -41,7 +41,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from sg3jax.launch import chips as chips_lib
+from sg3jax.planning import chips as chips_lib
 
 EXIT_DOES_NOT_FIT = 3
 DEFAULT_HBM_FRACTION = 0.95   # of HBM usable by the program: our margin for the runtime's own buffers
@@ -145,7 +145,7 @@ def make_target(topology: str) -> Target:
         stats = devices[0].memory_stats() if hasattr(devices[0], 'memory_stats') else None
         memory = int((stats or {}).get('bytes_limit', 0))
         if not memory:
-            raise ValueError(f'no memory size known for device kind {kind!r} (not in sg3jax/launch/chips.py, '
+            raise ValueError(f'no memory size known for device kind {kind!r} (not in sg3jax/planning/chips.py, '
                              f'and the device reports no bytes_limit); plan for a TPU --topology instead')
     return Target(topology, tuple(devices), chip, per_chip, memory)
 
@@ -197,14 +197,14 @@ def _nbytes_per_device(tree, num_devices):
     return total
 
 
-def abstract_inputs(run, spec, mesh):
+def abstract_inputs(run, mesh):
     """(state, batch, key) as ShapeDtypeStructs with the trainer's shardings: the state from
     `jax.eval_shape(init_state)` (nothing allocated) replicated, the batch sharded on `data`."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
     from sg3jax.training import steps as steps_lib
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-    state = jax.eval_shape(lambda k: steps_lib.init_state(k, spec), jax.random.key(0))
+    state = jax.eval_shape(lambda k: steps_lib.init_state(k, run), jax.random.key(0))
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
     r, n = run.resolution, run.batch_size
     batch = {'img': jax.ShapeDtypeStruct((n, r, r, run.img_channels), 'float32', sharding=data),
@@ -228,11 +228,10 @@ class PhasePrograms:
         import numpy as np
         from jax.sharding import AxisType, Mesh
         from sg3jax.training import steps as steps_lib
-        spec = steps_lib.TrainSpec.from_config(run)
         mesh = Mesh(np.asarray(devices), ('data',), axis_types=(AxisType.Auto,))
         self.num_devices, self.device_kind = len(devices), devices[0].device_kind
-        self.steps = steps_lib.make_steps(spec, mesh)       # in the official order
-        self.args = abstract_inputs(run, spec, mesh)
+        self.steps = steps_lib.make_steps(run, mesh)       # in the official order
+        self.args = abstract_inputs(run, mesh)
 
     def lower(self, name):
         return self.steps[name].lower(*self.args)
@@ -276,23 +275,15 @@ def compile_phases(run, devices, phases: Optional[Sequence[str]] = None,
 #----------------------------------------------------------------------------
 # The plan.
 
-PHASE_ORDER = ('Gmain', 'Greg', 'Dmain', 'Dreg', 'ema')     # the official training_loop.py order
-
-
 def phase_names(run) -> List[str]:
-    """The phases `run` trains with, in the official order (Greg/Dreg only with their lazy intervals)."""
-    return [name for name in PHASE_ORDER if name in phase_calls_per_step(run)]
+    """The phases `run` trains with, in the trainer's order (`run.phases`, from config.resolve)."""
+    return [name for name, _ in run.phases]
 
 
 def phase_calls_per_step(run) -> Dict[str, float]:
-    """How often each phase runs per minibatch: main phases and the EMA every step, Greg every G_reg_interval,
-    Dreg every D_reg_interval (official training_loop.py phases)."""
-    calls = {'Gmain': 1.0, 'Dmain': 1.0, 'ema': 1.0}
-    if run.G_reg_interval:
-        calls['Greg'] = 1.0 / run.G_reg_interval
-    if run.D_reg_interval:
-        calls['Dreg'] = 1.0 / run.D_reg_interval
-    return calls
+    """How often each phase runs per minibatch: 1 / its interval in `run.phases` (Greg every G_reg_interval,
+    Dreg every D_reg_interval, the others every step)."""
+    return {name: 1.0 / interval for name, interval in run.phases}
 
 
 @dataclasses.dataclass(frozen=True)

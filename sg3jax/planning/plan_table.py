@@ -1,7 +1,7 @@
 r"""The README's plan table: every preset (StyleGAN3-T/R, StyleGAN2 at 256/512/1024 px) planned for one TPU slice
-by `sg3jax.launch.plan`, as a Markdown table with the date and library versions.
+by `sg3jax.planning.plan`, as a Markdown table with the date and library versions.
 
-    python -m sg3jax.launch.plan_table --topology v5e:2x4 --cache_dir benchmarks/plan_cache \
+    python -m sg3jax.planning.plan_table --topology v5e:2x4 --cache_dir benchmarks/plan_cache \
         --out README.md [--rows t256+remat,r256+remat,sg2-256,...]
 
 Rows are the configurations the official docs/configs.md times, so each sits beside its official 8-GPU figure:
@@ -97,7 +97,7 @@ def plan_row(name, target, cache_dir='', log=None, compile=True):
     `compile=False`, None when a phase is not in the cache. After a phase the compiler refuses for memory the row
     does not fit whatever the others need, so they are not compiled (minutes each at full size); the Plan then
     has fewer phases than `phase_names(run)`."""
-    from sg3jax.launch import plan as plan_lib
+    from sg3jax.planning import plan as plan_lib
     run = plan_lib.resolve_for(row_config(name), target)
     programs = plan_lib.PhasePrograms(run, target.devices)
     phases = {}
@@ -123,8 +123,8 @@ def plan_row(name, target, cache_dir='', log=None, compile=True):
 
 
 def render(topology, rows, pending):
-    from sg3jax.launch import plan as plan_lib
-    lines = [f'Generated {datetime.date.today().isoformat()} by `python -m sg3jax.launch.plan_table --topology '
+    from sg3jax.planning import plan as plan_lib
+    lines = [f'Generated {datetime.date.today().isoformat()} by `python -m sg3jax.planning.plan_table --topology '
              f'{topology}` ({versions()}). Per chip; "peak" is the largest phase\'s arguments + outputs + '
              'temporaries + code from the TPU compiler\'s memory_analysis(); sec/kimg is the roofline lower bound '
              '(fp32 at bf16 peak / 6, Precision.HIGHEST) and the TPU cost model\'s estimate; official figures are '
@@ -175,14 +175,14 @@ def write_table(path, table):
         head, rest = old.split(BEGIN, 1)
         tail = rest.split(END, 1)[1]
         text = head + text + tail[tail.startswith('\n'):]    # the lines after the table as they were
-    from sg3jax.launch import plan as plan_lib
+    from sg3jax.planning import plan as plan_lib
     plan_lib.write_atomic(path, text)
 
 
 def main(argv):
     del argv
     from absl import flags
-    from sg3jax.launch import plan as plan_lib
+    from sg3jax.planning import plan as plan_lib
     FLAGS = flags.FLAGS
     names = FLAGS.rows.split(',') if FLAGS.rows else list(ROWS)
     for name in names:

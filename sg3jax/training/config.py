@@ -1,20 +1,24 @@
-"""The training configuration: its fields and defaults, the values derived from them, and the checks on them.
+"""The training configuration: the fields every architecture shares, the values derived from them, and the checks.
 
-    config = base_config('stylegan3-t')         # every field, official defaults (the train.py flag names)
-    apply_preset(config, 'afhqv2-512')           # a recommended setting of the official docs/configs.md
+Each `configs/<cfg>.py` is the config of one official `--cfg`: its differences from the shared fields (`ARCH`: the
+official train.py settings of that --cfg) and its docs/configs.md rows (`PRESETS`), turned into a ConfigDict by
+`make_config`. `ml_collections.config_flags.DEFINE_config_file` reads those files, so any field can be overridden
+with `--config.FIELD=VALUE`. From code:
+
+    config = get_config('stylegan3-t', 'preset=afhqv2-512')   # configs/stylegan3_t.py:preset=afhqv2-512
     validate(config, num_devices=8)              # one clear error naming the field, before anything compiles
     run = resolve(config, num_devices=8, c_dim=0)    # frozen copy with every derived value filled in
 
-The `configs/*.py` files are thin `get_config(arg)` wrappers over these, read by
-`ml_collections.config_flags.DEFINE_config_file`, so any field can be overridden with `--config.FIELD=VALUE`.
-
-Values that the official `train.py` derives from other options (`--glr [default: varies]`, `ema_kimg` from the
-batch size, ...) are `None` here, meaning "derive in `resolve`", so an override of `batch_size` moves them with it.
-Set them explicitly to pin them.
+Values that the official `train.py` derives from other options (`ema_kimg` from the batch size, ...) are `None`
+here, meaning "derive in `resolve`", so an override of `batch_size` moves them with it. Set them explicitly to
+pin them.
 """
 
 import ast
+import functools
+import importlib.util
 import json
+import pathlib
 from typing import List, Optional, Tuple
 
 from ml_collections import config_dict
@@ -28,15 +32,20 @@ AUGS = ('noaug', 'ada', 'fixed')
 PRECISIONS = ('float32', 'bfloat16', 'float16')
 NAN_POLICIES = ('stop', 'skip')
 
+# The config files, at the top of the repository (sg3jax is installed from a clone, `pip install -e .`).
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'configs'
+CONFIG_FILES = {'stylegan3-t': 'stylegan3_t.py', 'stylegan3-r': 'stylegan3_r.py', 'stylegan2': 'stylegan2.py'}
+
 #----------------------------------------------------------------------------
 # Fields and defaults.
 
-def base_config(cfg: str) -> config_dict.ConfigDict:
-    """Every training option for `--cfg` with the official defaults (train.py, training_loop.py, loss.py).
-    `None` (a typed placeholder, still settable with --config.FIELD=VALUE) means "derived in `resolve`"."""
+def shared_config(cfg: str) -> config_dict.ConfigDict:
+    """Every training option, with the defaults the official code gives every --cfg (train.py's command line,
+    training_loop.py, StyleGAN2Loss); `configs/<cfg>.py` sets what differs. `None` (a typed placeholder, still
+    settable with --config.FIELD=VALUE) means "derived in `resolve`" unless the field says "set by the config
+    file"."""
     if cfg not in CFGS:
         raise ValueError(f'cfg must be one of {CFGS}, got {cfg!r}')
-    sg2 = cfg == 'stylegan2'
     ph = config_dict.placeholder
     c = config_dict.ConfigDict()
 
@@ -57,7 +66,7 @@ def base_config(cfg: str) -> config_dict.ConfigDict:
     # Networks.
     c.cbase              = 32768        # Capacity multiplier (channel_base) [official default: 32768].
     c.cmax               = 512          # Max. feature maps (channel_max) [official default: 512].
-    c.map_depth          = ph(int)      # Mapping network depth; None = 2 (StyleGAN3) or 8 (StyleGAN2).
+    c.map_depth          = ph(int)      # Mapping network depth; set by the config file (official: 2, or 8 for SG2).
     c.mbstd_group        = 4            # Minibatch-std group size [official default: 4].
     c.freezed            = 0            # Freeze the first layers of D (Freeze-D) [official default: 0].
     c.z_dim              = 512          # Latent (z) dimensionality [official: 512].
@@ -73,18 +82,19 @@ def base_config(cfg: str) -> config_dict.ConfigDict:
                                         # of keeping its activations: less memory, ~1 more forward of compute.
 
     # Optimisation: Adam, betas (0, 0.99), eps 1e-8 (official train.py).
-    c.glr                = ph(float)    # G learning rate; None = 0.0025 (StyleGAN3) or 0.002 (StyleGAN2).
+    c.glr                = ph(float)    # G learning rate; set by the config file (official: 0.0025, or 0.002 SG2).
     c.dlr                = 0.002        # D learning rate [official default: 0.002].
-    c.G_reg_interval     = 4 if sg2 else ph(int)  # Lazy regularisation of G every N minibatches; None/0 = off.
+    c.G_reg_interval     = ph(int)      # Lazy regularisation of G every N minibatches; None/0 = off [official
+                                        # training_loop.py: None; StyleGAN2 4].
     c.D_reg_interval     = 16           # Lazy regularisation of D every N minibatches [official: 16]; 0 = off.
 
     # Loss (official training/loss.py StyleGAN2Loss).
     c.gamma              = ph(float)    # R1 regularisation weight; required, as official --gamma (presets set it).
-    c.style_mixing_prob  = 0.9 if sg2 else 0.0  # Style mixing probability [official: 0.9 StyleGAN2, else 0].
-    c.pl_weight          = 2.0 if sg2 else 0.0  # Path length regularisation weight [official: 2 StyleGAN2, else 0].
+    c.style_mixing_prob  = 0.0          # Style mixing probability [official: 0; StyleGAN2 0.9].
+    c.pl_weight          = 0.0          # Path length regularisation weight [official: 0; StyleGAN2 2].
     c.pl_batch_shrink    = 2            # Path length batch = batch / pl_batch_shrink [official: 2].
     c.pl_decay           = 0.01         # Decay of the path length running mean [official: 0.01].
-    c.blur_init_sigma    = 10.0 if cfg == 'stylegan3-r' else 0.0  # Initial D-input blur sigma [official: 10 R].
+    c.blur_init_sigma    = 0.0          # Initial D-input blur sigma [official: 0; StyleGAN3-R 10].
     c.blur_fade_kimg     = ph(float)    # Blur fade-out length; None = batch_size * 200 / 32 (if there is blur).
 
     # Generator EMA.
@@ -121,67 +131,47 @@ def base_config(cfg: str) -> config_dict.ConfigDict:
     return c
 
 #----------------------------------------------------------------------------
-# Dataset presets: the settings of the official docs/configs.md ("Configurations used in StyleGAN3 paper" and
-# "Old StyleGAN2-ADA configurations"), all for 8 GPUs. Options a row does not list keep the official command-line
-# default; in particular a row without --aug uses the official default aug='ada'.
+# The config files.
 
-_NGC = 'https://api.ngc.nvidia.com/v2/models/nvidia/research'
-
-
-def _preset(common, t=None, r=None, sg2=None):
-    """{cfg: fields}: the row's shared options plus each config's own (a config left None has no such row)."""
-    rows = {'stylegan3-t': t, 'stylegan3-r': r, 'stylegan2': sg2}
-    return {cfg: {**common, **own} for cfg, own in rows.items() if own is not None}
-
-
-def _resume(base):
-    """Official pre-trained pickles the MetFaces rows fine-tune from (--resume)."""
-    return dict(t=f'{_NGC}/stylegan3/versions/1/files/stylegan3-t-{base}-1024x1024.pkl',
-                r=f'{_NGC}/stylegan3/versions/1/files/stylegan3-r-{base}-1024x1024.pkl',
-                sg2=f'{_NGC}/stylegan2/versions/1/files/stylegan2-{base}-1024x1024.pkl')
+@functools.lru_cache(maxsize=None)
+def config_file(cfg: str):
+    """The module `configs/<cfg>.py` (its ARCH, PRESETS and get_config), read once."""
+    if cfg not in CFGS:
+        raise ValueError(f'cfg must be one of {CFGS}, got {cfg!r}')
+    path = CONFIGS_DIR / CONFIG_FILES[cfg]
+    if not path.is_file():
+        raise FileNotFoundError(f'{path}: no such config file; the configs/ directory of the sg3jax repository '
+                                'must be beside the package (install from a clone: pip install -e .)')
+    spec = importlib.util.spec_from_file_location(f'sg3jax_configs_{cfg.replace("-", "_")}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-_FFHQ_1024 = _preset(dict(resolution=1024, batch_size=32, mirror=True, aug='noaug'),
-                     t=dict(gamma=32.8), r=dict(gamma=32.8), sg2=dict(gamma=10.0))
-_METFACES = dict(resolution=1024, batch_size=32, mirror=True, aug='ada', kimg=5000.0, snap=10)
-_GLR_DLR = dict(glr=0.0025, dlr=0.0025)
-
-PRESETS = {
-    # FFHQ-U and FFHQ at 1024x1024 (the same row serves both).
-    'ffhq1024': _FFHQ_1024,
-    'ffhqu1024': _FFHQ_1024,
-    # FFHQ-U ablations at 256x256.
-    'ffhqu256': _preset(dict(resolution=256, batch_size=64, gamma=1.0, mirror=True, aug='noaug', cbase=16384,
-                             dlr=0.0025),
-                        t={}, r={}, sg2=dict(glr=0.0025, mbstd_group=8)),
-    # AFHQv2 at 512x512.
-    'afhqv2-512': _preset(dict(resolution=512, batch_size=32, mirror=True, aug='ada'),
-                          t=dict(gamma=8.2), r=dict(gamma=16.4), sg2=dict(gamma=5.0)),
-    # MetFaces and MetFaces-U at 1024x1024: fine-tuned from the FFHQ / FFHQ-U pickles for 5000 kimg.
-    'metfaces-1024': _preset(_METFACES, t=dict(gamma=6.6, resume=_resume('ffhq')['t']),
-                             r=dict(gamma=3.3, resume=_resume('ffhq')['r']),
-                             sg2=dict(gamma=5.0, resume=_resume('ffhq')['sg2'])),
-    'metfacesu-1024': _preset(_METFACES, t=dict(gamma=16.4, resume=_resume('ffhqu')['t']),
-                              r=dict(gamma=6.6, resume=_resume('ffhqu')['r']),
-                              sg2=dict(gamma=10.0, resume=_resume('ffhqu')['sg2'])),
-    # StyleGAN2-ADA repro configurations (StyleGAN2 only; the resolution is the one in the name).
-    'paper256': _preset({}, sg2=dict(resolution=256, batch_size=64, gamma=1.0, cbase=16384, mbstd_group=8,
-                                     aug='ada', **_GLR_DLR)),
-    'paper512': _preset({}, sg2=dict(resolution=512, batch_size=64, gamma=0.5, mbstd_group=8, aug='ada',
-                                     **_GLR_DLR)),
-    'paper1024': _preset({}, sg2=dict(resolution=1024, batch_size=32, gamma=2.0, aug='ada')),
-}
+def base_config(cfg: str) -> config_dict.ConfigDict:
+    """Every training option of `--cfg` with its official defaults: configs/<cfg>.py without arguments."""
+    return config_file(cfg).get_config()
 
 
-def apply_preset(config: config_dict.ConfigDict, name: str) -> config_dict.ConfigDict:
-    """Set the fields of preset `name` for `config.cfg` (in place; returns `config`)."""
-    if name not in PRESETS:
-        raise ValueError(f'unknown preset {name!r}; known presets: {sorted(PRESETS)}')
-    if config.cfg not in PRESETS[name]:
-        have = sorted(n for n, rows in PRESETS.items() if config.cfg in rows)
-        raise ValueError(f'preset {name!r} has no {config.cfg} setting in docs/configs.md (it has '
-                         f'{sorted(PRESETS[name])}); presets for {config.cfg}: {have}')
-    config.update(PRESETS[name][config.cfg])
+def presets_of(cfg: str) -> dict:
+    """{name: fields}: the docs/configs.md rows of `cfg` (its config file's PRESETS)."""
+    return config_file(cfg).PRESETS
+
+
+def get_config(cfg: str, arg: Optional[str] = None) -> config_dict.ConfigDict:
+    """`configs/<cfg>.py:<arg>` from code, as --config reads it."""
+    return config_file(cfg).get_config(arg)
+
+
+def apply_preset(config: config_dict.ConfigDict, name: str, presets: dict) -> config_dict.ConfigDict:
+    """Set the fields of row `name` of `presets` (a config file's PRESETS) in `config` (in place; returns it)."""
+    if name not in presets:
+        others = sorted(c for c in CFGS if c != config.cfg and name in presets_of(c))
+        if others:
+            raise ValueError(f'preset {name!r} has no {config.cfg} setting in docs/configs.md (it has {others}); '
+                             f'presets for {config.cfg}: {sorted(presets)}')
+        raise ValueError(f'unknown preset {name!r}; known presets for {config.cfg}: {sorted(presets)}')
+    config.update(presets[name])
     return config
 
 
@@ -244,10 +234,11 @@ def validate(config, num_devices: int, require_data: bool = True) -> None:
         raise ValueError(f'the device count must be a positive int, got {num_devices!r}')
     if c.get('cfg') not in CFGS:
         raise ValueError(f'config.cfg must be one of {CFGS}, got {c.get("cfg")!r}')
-    known = set(base_config(c.cfg).keys())
+    known = set(shared_config(c.cfg).keys())
     unknown, missing = sorted(set(c.keys()) - known), sorted(known - set(c.keys()))
     if unknown or missing:
-        raise ValueError(f'config fields do not match base_config({c.cfg!r}): unknown {unknown}, missing {missing}')
+        raise ValueError(f'config fields do not match shared_config({c.cfg!r}): unknown {unknown}, missing '
+                         f'{missing}')
 
     def need(ok, field, expectation):
         if not ok:
@@ -295,8 +286,7 @@ def validate(config, num_devices: int, require_data: bool = True) -> None:
     # Networks and precision.
     int_at_least('cbase', 1)
     int_at_least('cmax', 1)
-    if c.map_depth is not None:
-        int_at_least('map_depth', 1)
+    int_at_least('map_depth', 1)
     int_at_least('freezed', 0)
     int_at_least('z_dim', 1)
     int_at_least('w_dim', 1)
@@ -311,7 +301,7 @@ def validate(config, num_devices: int, require_data: bool = True) -> None:
     int_at_least('num_fp16_res', 0)
 
     # Optimisation and loss.
-    num_in('glr', 0, optional=True)
+    num_in('glr', 0)
     num_in('dlr', 0)
     for field in ('G_reg_interval', 'D_reg_interval'):
         if c[field] is not None:
@@ -321,7 +311,7 @@ def validate(config, num_devices: int, require_data: bool = True) -> None:
         raise ValueError(f'config.gamma (the R1 weight) is required, as the official --gamma: docs/configs.md '
                          f'suggests about {suggest:g} for {c.cfg} at {c.resolution}x{c.resolution}, batch '
                          f'{c.batch_size} (tune it per dataset); set --config.gamma=... or use a preset '
-                         f'({sorted(n for n, rows in PRESETS.items() if c.cfg in rows)})')
+                         f'({sorted(presets_of(c.cfg))})')
     num_in('gamma', 0)
     num_in('style_mixing_prob', 0, 1)
     num_in('pl_weight', 0)
@@ -330,6 +320,15 @@ def validate(config, num_devices: int, require_data: bool = True) -> None:
         raise ValueError(f'config.pl_batch_shrink ({c.pl_batch_shrink}) leaves no path-length samples of the '
                          f'per-device batch ({batch_gpu})')
     num_in('pl_decay', 0, 1)
+    # Deferred: the official 'Gboth'/'Dboth' phases (regularisation in every main pass, without a lazy interval).
+    if c.pl_weight > 0 and not c.G_reg_interval:
+        raise NotImplementedError(f'config.G_reg_interval ({c.G_reg_interval}): path-length regularisation '
+                                  f"(pl_weight {c.pl_weight}) in every G pass, the official 'Gboth' phase, is not "
+                                  'implemented; set a lazy interval (official 4) or pl_weight=0')
+    if c.gamma > 0 and not c.D_reg_interval:
+        raise NotImplementedError(f'config.D_reg_interval ({c.D_reg_interval}): R1 (gamma {c.gamma}) in every D '
+                                  "pass, the official 'Dboth' phase, is not implemented; set a lazy interval "
+                                  '(official 16) or gamma=0')
     num_in('blur_init_sigma', 0)
     num_in('blur_fade_kimg', 0, optional=True)
     num_in('ema_kimg', 0, optional=True)
@@ -370,10 +369,11 @@ def resolve(config, num_devices: int, c_dim: int = 0, img_channels: int = 3) -> 
     official train.py and training_loop.py derive them. `c_dim` and `img_channels` come from the dataset; the
     label dimension is used only with `cond=True` (official use_labels = --cond).
 
-    Filled in place: batch_gpu, glr, map_depth, G_reg_interval/D_reg_interval (0 -> None), ema_kimg,
+    Filled in place: batch_gpu, G_reg_interval/D_reg_interval (0 -> None), ema_kimg,
     ema_rampup, magnitude_ema_beta, blur_init_sigma, blur_fade_kimg. Added: num_devices, batch_per_device,
     c_dim, img_channels, G_kwargs, D_kwargs (network configs), G_opt_kwargs, D_opt_kwargs (Adam, lazy-reg
-    adjusted), loss_kwargs, phases ((name, interval), in the official order)."""
+    adjusted), phases ((name, interval) of the update phases the trainer runs), loss_kwargs (StyleGAN2Loss's).
+    The update steps (`sg3jax.training.steps`) close over the result and read nothing else."""
     validate(config, num_devices, require_data=False)
     if not _is_int(c_dim) or c_dim < 0:
         raise ValueError(f'c_dim (the dataset label dimension) must be an int >= 0, got {c_dim!r}')
@@ -388,10 +388,6 @@ def resolve(config, num_devices: int, c_dim: int = 0, img_channels: int = 3) -> 
     c.batch_gpu = c.batch_gpu or c.batch_per_device
     c.c_dim = c_dim if c.cond else 0
     c.img_channels = img_channels
-    if c.glr is None:
-        c.glr = 0.002 if sg2 else 0.0025
-    if c.map_depth is None:
-        c.map_depth = 8 if sg2 else 2
     c.G_reg_interval = c.G_reg_interval or None
     c.D_reg_interval = c.D_reg_interval or None
 
@@ -418,18 +414,48 @@ def resolve(config, num_devices: int, c_dim: int = 0, img_channels: int = 3) -> 
     G_kwargs['num_fp16_res'] = D_kwargs['num_fp16_res'] = 0 if c.fp32 else c.num_fp16_res
     c.G_kwargs, c.D_kwargs = G_kwargs, D_kwargs
 
-    # Optimisers and phases (training_loop.py). With lazy regularisation every I minibatches, the main and
-    # reg phases share one Adam whose lr and betas are rescaled by mb_ratio = I / (I + 1).
-    phases = []
+    # Optimisers (training_loop.py). With lazy regularisation every I minibatches, the main and reg phases
+    # share one Adam whose lr and betas are rescaled by mb_ratio = I / (I + 1). steps.make_optimizer reads these.
     for name, lr, interval in (('G', c.glr, c.G_reg_interval), ('D', c.dlr, c.D_reg_interval)):
         r = 1.0 if interval is None else interval / (interval + 1)
-        c[f'{name}_opt_kwargs'] = dict(lr=lr * r, betas=(0.0 ** r, 0.99 ** r), eps=1e-8, mb_ratio=r)
-        phases += [(name + 'both', 1)] if interval is None else [(name + 'main', 1), (name + 'reg', interval)]
-    c.phases = phases
+        c[f'{name}_opt_kwargs'] = dict(lr=lr * r, betas=(0.0 ** r, 0.99 ** r), eps=1e-8)
 
+    # The phases the trainer compiles and runs: (name, every N minibatches), in the official order, then the G
+    # EMA. Without a lazy interval the official loop runs 'Gboth'/'Dboth', main and reg in one pass; with no
+    # weight to regularise with (validate refuses the rest) that is the main phase alone, named so here. A reg
+    # phase whose weight is 0 computes nothing in the official loop (no gradients, no optimiser step): omitted.
+    phases = [('Gmain', 1)]
+    if c.G_reg_interval and c.pl_weight > 0:
+        phases.append(('Greg', c.G_reg_interval))
+    phases.append(('Dmain', 1))
+    if c.D_reg_interval and c.gamma > 0:
+        phases.append(('Dreg', c.D_reg_interval))
+    c.phases = phases + [('ema', 1)]
+
+    # The official StyleGAN2Loss kwargs, in its names (training/loss.py).
     c.loss_kwargs = dict(r1_gamma=c.gamma, style_mixing_prob=c.style_mixing_prob, pl_weight=c.pl_weight,
                          pl_batch_shrink=c.pl_batch_shrink, pl_decay=c.pl_decay,
                          blur_init_sigma=c.blur_init_sigma, blur_fade_kimg=c.blur_fade_kimg)
+    return config_dict.FrozenConfigDict(c)
+
+
+def network_kwargs(run) -> Tuple[dict, dict]:
+    """(G config, D config) of a `resolve` result as plain dicts, in the JSON form checkpoints and exports store
+    them in: what the network functions take."""
+    form = stored_form(run)
+    return form['G_kwargs'], form['D_kwargs']
+
+
+def replace(run, **fields) -> config_dict.FrozenConfigDict:
+    """A copy of `resolve` result `run` with `fields` set as given and nothing derived again (as
+    dataclasses.replace): for tests and benchmarks that change one network setting, e.g.
+    `replace(run, G_kwargs={**G_kwargs, 'num_layers': 4})`. To change an option, set it before `resolve`."""
+    c = run.as_configdict()
+    unknown = set(fields) - set(c.keys())
+    if unknown:
+        raise KeyError(f'replace: {sorted(unknown)} are not fields of the resolved config')
+    for field, value in fields.items():
+        c[field] = value
     return config_dict.FrozenConfigDict(c)
 
 #----------------------------------------------------------------------------
@@ -460,7 +486,7 @@ def resume_changes(saved: dict, run) -> List[Tuple[str, object, object]]:
     does not have is not compared. The device count is free to change: the global batch is what the config
     fixes."""
     new = stored_form(run)
-    fields = (set(base_config(run.cfg).keys()) | {'c_dim', 'img_channels'}) - RESUMABLE_FIELDS
+    fields = (set(shared_config(run.cfg).keys()) | {'c_dim', 'img_channels'}) - RESUMABLE_FIELDS
     return [(k, saved[k], new[k]) for k in sorted(fields) if k in saved and saved[k] != new[k]]
 
 #----------------------------------------------------------------------------
@@ -469,13 +495,15 @@ def resume_changes(saved: dict, run) -> List[Tuple[str, object, object]]:
 _TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
 
 
-def get_config(cfg: str, arg: Optional[str] = None) -> config_dict.ConfigDict:
-    """The body of every `configs/<cfg>.py:get_config(arg)`: the base config of `cfg`, then the arguments
-    preset=NAME, quickstart, tiny, res=INT, data=PATH_OR_TFDS_NAME, cond, mirror (applied in that order)."""
+def make_config(cfg: str, arg: Optional[str], arch: dict, presets: dict) -> config_dict.ConfigDict:
+    """The body of every `configs/<cfg>.py:get_config(arg)`: the shared fields, the file's `arch` settings, then
+    the arguments preset=NAME (a row of `presets`), quickstart, tiny, res=INT, data=PATH_OR_TFDS_NAME, cond,
+    mirror (applied in that order)."""
     arg = parse_arg(arg, preset='', res=0, data='', cond=False, mirror=False, tiny=False, quickstart=False)
-    config = base_config(cfg)
+    config = shared_config(cfg)
+    config.update(arch)
     if arg['preset']:
-        apply_preset(config, arg['preset'])
+        apply_preset(config, arg['preset'], presets)
     if arg['quickstart']:
         apply_quickstart(config)
     if arg['tiny']:

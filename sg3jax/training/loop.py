@@ -77,10 +77,9 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
 
     # Devices and mesh: one `data` axis over every device of every process; parameters replicated.
     run = config_lib.resolve(config, jax.device_count(), c_dim=c_dim, img_channels=img_channels)
-    spec = steps_lib.TrainSpec.from_config(run)
     mesh = jax.make_mesh((jax.device_count(),), ('data',), axis_types=(AxisType.Auto,))
     repl, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-    steps = steps_lib.make_steps(spec, mesh)
+    steps = steps_lib.make_steps(run, mesh)
     log(f'process {jax.process_index()} holding {jax.local_device_count()}/{jax.device_count()} devices')
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +87,7 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     # State: created already replicated (never built on the host and copied).
     key = jax.random.key(run.seed)
     k_init, k_train, k_grid = jax.random.split(key, 3)
-    abstract = jax.eval_shape(lambda k: steps_lib.init_state(k, spec), k_init)
+    abstract = jax.eval_shape(lambda k: steps_lib.init_state(k, run), k_init)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
 
     # Resume order: 1. the newest checkpoint in workdir (a restarted or preempted run); 2. config.resume;
@@ -116,12 +115,12 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
         state, meta, step = restored
         log(f'resuming from {workdir}/checkpoints step {step} ({meta["nimg"] / 1000:.1f} kimg)')
     else:
-        state = jax.jit(lambda k: steps_lib.init_state(k, spec), out_shardings=repl)(k_init)
+        state = jax.jit(lambda k: steps_lib.init_state(k, run), out_shardings=repl)(k_init)
         start_nimg = int(run.resume_kimg * 1000)
         if run.resume:
             # Fine-tuning (official --resume): weights by name into the fresh state, read on every process.
             source = transfer.load_source(run.resume)
-            host = transfer.apply_source(jax.device_get(state), source, spec.G_cfg, spec.D_cfg, run.resume,
+            host = transfer.apply_source(jax.device_get(state), source, *config_lib.network_kwargs(run), run.resume,
                                          log=log if is_main else lambda s: None)
             state = jax.tree.map(lambda x: jax.make_array_from_process_local_data(repl, np.asarray(x)), host)
         if start_nimg:      # official cur_nimg = resume_kimg * 1000: the ramp-ups and the end count from there
@@ -144,7 +143,7 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
 
     # Sample grid: fixed z (and one class per row for conditional runs), rendered with G_ema.
     gw, gh = grid_shape(run.resolution, run.c_dim)
-    G_cfg = spec.G_cfg
+    G_cfg, _ = config_lib.network_kwargs(run)
     grid_z = jax.random.normal(k_grid, (gw * gh, G_cfg['z_dim']))
     grid_c = (jnp.eye(run.c_dim)[jnp.repeat(jnp.arange(gh) % max(run.c_dim, 1), gw)] if run.c_dim
               else jnp.zeros([gw * gh, 0]))
@@ -178,7 +177,7 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     try:
         while not done:
             batch = to_device(next(data))
-            state, metrics = steps_lib.train_step(state, batch, k_train, spec, steps, step)
+            state, metrics = steps_lib.train_step(state, batch, k_train, run, steps, step)
             pending.append(metrics)
             step += 1
             nimg += run.batch_size

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from sg3jax import legacy
-from sg3jax.convert import StateDictMismatch, flatten, unflatten
+from sg3jax.networks.state_dicts import StateDictMismatch, flatten, unflatten
 from sg3jax.networks import discriminator, generator
 from sg3jax.sampling.export import restore_generator
 from sg3jax.training import checkpoint as ckpt
