@@ -185,6 +185,70 @@ def test_filtered_lrelu_double_backward_fast_matches_ref():
     assert_close(r1_like('conv'), ref, name='grad of grad (TPU convolution path)')
 
 
+FLRELU_CASES = [n for n in OP_CASES if CASES['cases'][n]['op'] == 'filtered_lrelu']
+
+
+def _flrelu_case(name, dtype=jnp.float32):
+    spec = CASES['cases'][name]
+    _, get = _inputs(name, spec)
+    x = jnp.asarray(nchw_to_nhwc(get('x')), dtype)
+    b = None if get('b') is None else jnp.asarray(get('b'))
+    return x, b, get('fu'), get('fd'), dict(spec['kwargs'])
+
+
+def _flrelu_by_autodiff(x, b, fu, fd, impl, up, down, padding, gain, slope, clamp, flip_filter):
+    """filtered_lrelu as the composition of its steps, on `impl`'s resampling, differentiated by JAX: the twin the
+    sign-mask backward is checked against."""
+    x = ops.bias_act(x, b)
+    x = ops.upfirdn2d(x, fu, up=up, padding=padding, gain=up ** 2, flip_filter=flip_filter, impl=impl)
+    x = ops.bias_act(x, act='lrelu', alpha=slope, gain=gain, clamp=clamp)
+    return ops.upfirdn2d(x, fd, down=down, flip_filter=flip_filter, impl=impl)
+
+
+# Every golden case on the polyphase path; on the TPU's convolution path a radial and an up-4 case.
+MASK_CASES = [(n, 'fast') for n in FLRELU_CASES] + [
+    (n, 'conv') for n in ('filtered_lrelu/c4_radial_down', 'filtered_lrelu/t64_L4') if n in FLRELU_CASES]
+
+
+@pytest.mark.parametrize('name,impl', MASK_CASES)
+def test_filtered_lrelu_mask_backward_matches_autodiff(name, impl):
+    """The official kernel's backward (two bits per upsampled value, the adjoint FIRs) gives autodiff's gradient
+    of the same forward, for x and the bias, on the golden cases (clamped, radial, flipped, cropped), under a
+    cotangent that varies per output sample: to float32 rounding. The forward is the same arithmetic: the losses
+    are bitwise equal."""
+    golden.require_golden()
+    x, b, fu, fd, kw = _flrelu_case(name)
+    w = jnp.asarray(np.random.RandomState(0).randn(*jax.eval_shape(
+        lambda x: _flrelu_by_autodiff(x, b, fu, fd, impl, **kw), x).shape).astype(np.float32))
+    ours = lambda x, b: ops.filtered_lrelu(x, fu, fd, b, impl=impl, **kw)
+    twin = lambda x, b: _flrelu_by_autodiff(x, b, fu, fd, impl, **kw)
+    argnums = (0,) if b is None else (0, 1)
+    loss = lambda f: jax.jit(jax.value_and_grad(lambda x, b: jnp.sum(w * jnp.sin(f(x, b))), argnums=argnums))
+    (value, grads), (twin_value, twin_grads) = loss(ours)(x, b), loss(twin)(x, b)
+    assert float(value) == float(twin_value)
+    for got, want, what in zip(grads, twin_grads, ('dx', 'db')):
+        assert_close(got, want, rtol=1e-6, atol_rel=1e-6, name=f'{name}[{impl}] {what}')
+
+
+def test_filtered_lrelu_saves_only_the_packed_mask():
+    """What the forward keeps for the backward (the residuals of jax.vjp): one uint8 per four upsampled values,
+    nothing in float, against autodiff's boolean and two float32 upsampled tensors; bfloat16 activations give
+    bfloat16 input gradients and a float32 bias gradient."""
+    x, b, fu, fd, kw = _flrelu_case('filtered_lrelu/c8_up4_down2')          # up 4, cropped, clamped
+    y, vjp = jax.vjp(lambda x, b: ops.filtered_lrelu(x, fu, fd, b, **kw), x, b)
+    (mask,) = jax.tree.leaves(vjp)
+    u_shape = jax.eval_shape(lambda x: ops.upfirdn2d(x, fu, up=4, padding=kw['padding'], gain=16), x).shape
+    assert mask.dtype == jnp.uint8 and mask.shape == (*u_shape[:3], -(-u_shape[3] // 4))
+    _, twin_vjp = jax.vjp(lambda x, b: _flrelu_by_autodiff(x, b, fu, fd, 'fast', **kw), x, b)
+    assert sum(r.nbytes for r in jax.tree.leaves(twin_vjp)) > 30 * mask.nbytes
+    xb = x.astype(jnp.bfloat16)
+    grad = lambda f: jax.jit(jax.grad(lambda x, b: jnp.sum(f(x, b).astype(jnp.float32)), argnums=(0, 1)))
+    dx, db = grad(lambda x, b: ops.filtered_lrelu(x, fu, fd, b, **kw))(xb, b)
+    assert dx.dtype == jnp.bfloat16 and db.dtype == jnp.float32
+    _, twin_db = grad(lambda x, b: _flrelu_by_autodiff(x, b, fu, fd, 'fast', **kw))(xb, b)
+    assert_close(db, twin_db, rtol=1e-2, atol_rel=1e-2, name='bf16 db')
+
+
 # (input shape, HWIO kernel shape, strides, padding, groups): stride 1 and 2 as in G and D, 1x1 kernels, negative
 # padding (a crop), and grouped convolutions (the official fused modconv), which stay XLA's on the CPU too.
 CONV_CASES = [((2, 9, 11, 4), (3, 3, 4, 5), (1, 1), [(1, 1), (1, 1)], 1),

@@ -1,9 +1,10 @@
-"""Rematerialisation (`config.remat`): the same update with less memory.
+"""Rematerialisation (`config.remat`): the same update, its layers recomputed in the backward pass.
 
 `remat` wraps every G layer (StyleGAN3) or block (StyleGAN2) and every D block in `jax.checkpoint`, so the
 backward pass recomputes their insides instead of keeping them. It must not change a single update (same
-losses, same new weights, up to float reassociation) and must lower the compiled step's temporary memory, which
-is all it is for (the plan offers it as `--fit=remat`).
+losses, same new weights, up to float reassociation). What memory it saves depends on what the layers keep: since
+filtered_lrelu's backward keeps only a packed sign mask, StyleGAN3's G keeps little more than its layers' inputs
+without it (the plan offers it as `--fit=remat`).
 """
 
 import jax
@@ -49,7 +50,10 @@ def test_remat_gives_the_same_updates(cfg, names):
         before = jax.tree.leaves(state0['G' if net == 0 else 'D'])
         assert any(np.max(np.abs(a - b)) > 0 for a, b in zip(jax.tree.leaves(plain[name][net]), before)), name
     if cfg == 'stylegan3-t':
-        # ...and with less memory: the G step's temporaries (measured on this CPU: 120 vs 157 MiB, 0.77).
+        # ...and what memory it saves: nothing, now that filtered_lrelu's backward keeps only its packed sign mask.
+        # The G step's temporaries on this CPU: 94 MiB without remat, 98 with it; with autodiff's backward of
+        # filtered_lrelu (upsampled float32 kept per layer) they were 157 without remat and 120 with it, so this
+        # fails if the op's backward keeps upsampled floats again.
         plain_bytes, remat_bytes = plain['Gmain'][3], remat['Gmain'][3]
-        assert 0 < remat_bytes < 0.8 * plain_bytes, (remat_bytes, plain_bytes)
+        assert 0 < plain_bytes <= 1.05 * remat_bytes, (plain_bytes, remat_bytes)
 

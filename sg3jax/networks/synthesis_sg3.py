@@ -269,8 +269,8 @@ def _synthesis(params, buffers, ws, spec: SynthesisSpec, update_emas, transform,
     the layers the official code runs in fp16 on CUDA (`use_fp16`: sampling rate * 2**num_fp16_res >
     img_resolution, i.e. the highest-resolution layers); None = float32 everywhere, the official CPU behaviour.
     `remat`: rematerialise each layer (`jax.checkpoint`) under differentiation: only the layers' inputs are kept
-    for the backward pass and each layer's internals (the 2x-rate upsampled activations of filtered_lrelu, the
-    largest tensors of the network) are recomputed from them; same values, about one more forward of compute."""
+    for the backward pass and each layer's internals (the modulated convolution's output, filtered_lrelu's packed
+    sign mask) are recomputed from them; same values, about one more forward of compute."""
     if ws.ndim != 3 or ws.shape[1:] != (spec.num_ws, spec.w_dim):
         raise ValueError(f'ws must have shape [N, {spec.num_ws}, {spec.w_dim}], got {ws.shape}')
     ws = ws.astype(jnp.float32)

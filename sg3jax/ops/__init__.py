@@ -1,7 +1,7 @@
 """Parameter-free ops of StyleGAN2/3, as pure `jax.numpy` functions on NHWC tensors.
 
-Each op keeps a readable reference path (`impl='ref'`) beside the fast one, as the official code keeps
-`_upfirdn2d_ref` / `_filtered_lrelu_ref` beside its CUDA kernels.
+Each op keeps a readable reference path (`impl='ref'`, differentiated by JAX) beside the fast one, as the official
+code keeps `_upfirdn2d_ref` / `_filtered_lrelu_ref` beside its CUDA kernels.
 """
 
 from sg3jax.ops.bias_act import activation_funcs, bias_act

@@ -79,7 +79,8 @@ def shared_config(cfg: str) -> config_dict.ConfigDict:
                                         # ('float32' | 'bfloat16' | 'float16'); master weights stay float32.
     c.num_fp16_res       = 4            # How many highest resolutions use `precision` [official: 4, or 0 if --fp32].
     c.remat              = False        # Recompute each G layer/block and D block in the backward pass instead
-                                        # of keeping its activations: less memory, ~1 more forward of compute.
+                                        # of keeping its activations: ~1 more forward of compute, less memory
+                                        # where they are large (StyleGAN2, D; README: Rematerialisation).
 
     # Optimisation: Adam, betas (0, 0.99), eps 1e-8 (official train.py).
     c.glr                = ph(float)    # G learning rate; set by the config file (official: 0.0025, or 0.002 SG2).
