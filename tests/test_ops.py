@@ -205,9 +205,12 @@ def _flrelu_by_autodiff(x, b, fu, fd, impl, up, down, padding, gain, slope, clam
     return ops.upfirdn2d(x, fd, down=down, flip_filter=flip_filter, impl=impl)
 
 
-# Every golden case on the polyphase path; on the TPU's convolution path a radial and an up-4 case.
-MASK_CASES = [(n, 'fast') for n in FLRELU_CASES] + [
-    (n, 'conv') for n in ('filtered_lrelu/c4_radial_down', 'filtered_lrelu/t64_L4') if n in FLRELU_CASES]
+# The golden cases of every kind on the polyphase path (clamped, up 2 / down 1, up 1 / down 2, radial, flipped,
+# no filters or bias, up 4 cropped, a network layer); on the TPU's convolution path a radial and an up-4 case.
+MASK_CASES = [(f'filtered_lrelu/{n}', impl) for n, impl in [
+    ('c1_up2_down2_clamp', 'fast'), ('c2_up2_down1', 'fast'), ('c3_up1_down2', 'fast'), ('c4_radial_down', 'fast'),
+    ('c6_flip_asym', 'fast'), ('c7_up1_down1_filters', 'fast'), ('c8_up4_down2', 'fast'), ('t64_L0', 'fast'),
+    ('c4_radial_down', 'conv'), ('c8_up4_down2', 'conv')]]
 
 
 @pytest.mark.parametrize('name,impl', MASK_CASES)
