@@ -55,6 +55,12 @@ def atomic_path(path):
         raise
 
 
+def write_text_atomic(path, text: str):
+    """`text` at `path`, atomically."""
+    with atomic_path(path) as tmp, open(tmp, 'w') as f:
+        f.write(text)
+
+
 def savez_atomic(path, arrays):
     """np.savez of `arrays` (a dict) at `path`, atomically; no pickled objects."""
     with atomic_path(path) as tmp, open(tmp, 'wb') as f:

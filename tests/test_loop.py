@@ -145,14 +145,25 @@ def test_sigkill_during_an_async_save_resumes_from_the_last_committed_step(unint
 def test_a_truncated_newest_checkpoint_falls_back_and_the_run_ends_where_it_would_have(uninterrupted, tmp_path):
     """The newest checkpoint of a finished run (step 8) loses half of its largest file; restarted, the run
     reports it, moves it to damaged-checkpoints/, resumes from step 5 and trains steps 6-8 again, ending bitwise
-    where it ended before."""
+    where it ended before. Its stats.jsonl, given a partial last line as a kill during an append leaves, holds
+    each step once: the records up to step 5 as they were, then those of the steps trained again."""
     ref_dir, _ = uninterrupted
     workdir = tmp_path / 'run'
     shutil.copytree(ref_dir, workdir)
     step_dir = workdir / 'checkpoints' / '8'
     data = max((p for p in (step_dir / 'state').rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
     os.truncate(data, data.stat().st_size // 2)
+    with open(workdir / 'stats.jsonl', 'a') as f:
+        f.write('{"Progress/tick": 5, "Progr')
     out = Worker(workdir).finish()
+    ref_lines = (ref_dir / 'stats.jsonl').read_text().splitlines()
+    lines = (workdir / 'stats.jsonl').read_text().splitlines()
+    kimg = [json.loads(line)['Progress/kimg'] for line in lines]
+    ref_kimg = [json.loads(line)['Progress/kimg'] for line in ref_lines]
+    kept = sum(k <= 0.040 for k in ref_kimg)        # step 5 = 0.040 kimg at batch 8
+    assert 0 < kept < len(lines) and lines[:kept] == ref_lines[:kept]
+    # The restarted process has its own first tick after its first step (as the official loop does): 0.048.
+    assert kimg[kept:] == pytest.approx([0.048, 0.064]), kimg
     assert f'checkpoint {step_dir} cannot be restored (ValueError: OUT_OF_RANGE: ' in out, out
     assert f'moved {step_dir} to {workdir}/damaged-checkpoints/8' in out
     assert f'resuming from {workdir}/checkpoints step 5 ' in out

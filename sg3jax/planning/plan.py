@@ -41,6 +41,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from sg3jax import utils
 from sg3jax.planning import chips as chips_lib
 
 EXIT_DOES_NOT_FIT = 3
@@ -526,12 +527,6 @@ def overrides_flags(overrides: dict) -> List[str]:
     return [f'--config.{k}={v}' for k, v in overrides.items()]
 
 
-def write_atomic(path: str, text: str):
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
 #----------------------------------------------------------------------------
 # Command line.
 
@@ -555,10 +550,10 @@ def main(argv):
             overrides = found[FLAGS.fit]
             print('FIT: ' + ' '.join(overrides_flags(overrides)))
     if FLAGS.json_out:
-        write_atomic(FLAGS.json_out, json.dumps({**plan.to_dict(), 'overrides': overrides}, indent=2,
+        utils.write_text_atomic(FLAGS.json_out, json.dumps({**plan.to_dict(), 'overrides': overrides}, indent=2,
                                                 default=str))
     if FLAGS.overrides_out:
-        write_atomic(FLAGS.overrides_out, ''.join(f'{f}\n' for f in overrides_flags(overrides)))
+        utils.write_text_atomic(FLAGS.overrides_out, ''.join(f'{f}\n' for f in overrides_flags(overrides)))
     if not plan.fits and not overrides:
         sys.exit(EXIT_DOES_NOT_FIT)
 

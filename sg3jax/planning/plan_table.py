@@ -30,6 +30,8 @@ import json
 import os
 import sys
 
+from sg3jax import utils
+
 ROWS = {
     't256': ('stylegan3-t', 'res=256', {}), 'r256': ('stylegan3-r', 'res=256', {}),
     'sg2-256': ('stylegan2', 'preset=paper256', {'aug': 'noaug'}),
@@ -116,7 +118,7 @@ def plan_row(name, target, cache_dir='', log=None, compile=True):
         else:
             phases[phase] = programs.compile(phase, lowered, log)
             if path:
-                plan_lib.write_atomic(path, json.dumps(dataclasses.asdict(phases[phase])))
+                utils.write_text_atomic(path, json.dumps(dataclasses.asdict(phases[phase])))
         if phases[phase].oom:
             break
     return plan_lib.Plan(run, target, phases, plan_lib.DEFAULT_HBM_FRACTION)
@@ -175,8 +177,7 @@ def write_table(path, table):
         head, rest = old.split(BEGIN, 1)
         tail = rest.split(END, 1)[1]
         text = head + text + tail[tail.startswith('\n'):]    # the lines after the table as they were
-    from sg3jax.planning import plan as plan_lib
-    plan_lib.write_atomic(path, text)
+    utils.write_text_atomic(path, text)
 
 
 def main(argv):

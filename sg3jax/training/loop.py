@@ -25,6 +25,7 @@ from sg3jax.training import checkpoint as ckpt
 from sg3jax.training import config as config_lib
 from sg3jax.training import steps as steps_lib
 from sg3jax.training import transfer
+from sg3jax import utils
 from sg3jax.utils import format_time, save_image_grid
 
 
@@ -114,6 +115,8 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     if restored is not None:
         state, meta, step = restored
         log(f'resuming from {workdir}/checkpoints step {step} ({meta["nimg"] / 1000:.1f} kimg)')
+        if is_main:
+            trim_stats(workdir / 'stats.jsonl', int(meta['nimg']) / 1000)
     else:
         state = jax.jit(lambda k: steps_lib.init_state(k, run), out_shardings=repl)(k_init)
         start_nimg = int(run.resume_kimg * 1000)
@@ -128,7 +131,7 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
         step, meta = 0, {'nimg': start_nimg, 'data_position': 0}
     run_config = config_lib.stored_form(run)     # the config each checkpoint records
     if is_main:     # after the resume check: a refused restart leaves the run's own options in place
-        (workdir / 'training_options.json').write_text(json.dumps(run.to_dict(), indent=2, default=str))
+        utils.write_text_atomic(workdir / 'training_options.json', json.dumps(run.to_dict(), indent=2, default=str))
     # The image count and the data position are the checkpoint's (the batch size cannot have changed: see
     # config.resume_changes).
     nimg = int(meta['nimg'])
@@ -251,6 +254,26 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
             writer.close()
     log('done')
     return state
+
+
+def trim_stats(path, kimg):
+    """Keeps the complete records of `path` (stats.jsonl) up to `kimg`, the checkpoint a run resumes from.
+
+    A run resumes in its own workdir: the ticks it logged after its newest checkpoint are trained and logged again,
+    and a kill during an append leaves a partial last line. Without this the file would hold both copies of those
+    ticks, or a line that is not JSON, in the middle. Written atomically; a missing file is left missing."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get('Progress/kimg', 0) <= kimg + 1e-9:
+            kept.append(line + '\n')
+    utils.write_text_atomic(path, ''.join(kept))
 
 
 def _evaluate_metrics(names, run, state, G_cfg, workdir, snapshot, writer, nimg, log):
