@@ -551,7 +551,7 @@ def main(argv):
             print('FIT: ' + ' '.join(overrides_flags(overrides)))
     if FLAGS.json_out:
         utils.write_text_atomic(FLAGS.json_out, json.dumps({**plan.to_dict(), 'overrides': overrides}, indent=2,
-                                                default=str))
+                                                           default=str))
     if FLAGS.overrides_out:
         utils.write_text_atomic(FLAGS.overrides_out, ''.join(f'{f}\n' for f in overrides_flags(overrides)))
     if not plan.fits and not overrides:

@@ -19,13 +19,13 @@ from tensorboardX import SummaryWriter
 
 from sg3jax import data as data_lib
 from sg3jax import metrics as metrics_lib
+from sg3jax import utils
 from sg3jax.networks import generator
 from sg3jax.sampling.export import export_generator
 from sg3jax.training import checkpoint as ckpt
 from sg3jax.training import config as config_lib
 from sg3jax.training import steps as steps_lib
 from sg3jax.training import transfer
-from sg3jax import utils
 from sg3jax.utils import format_time, save_image_grid
 
 
