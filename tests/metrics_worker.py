@@ -3,12 +3,14 @@
     python metrics_worker.py PROCESS_ID NUM_PROCESSES DEVICES_PER_PROCESS PORT DATASET NETWORK CACHE_DIR RUN_DIR \
         OUT.json
 
-Computes FID, KID, precision/recall, IS and PPL of a tiny conditional StyleGAN2 (tiny_metrics.py) on DATASET with
-the stand-in feature networks, with the dataset statistics cached under CACHE_DIR (`{pid}` in it is replaced by
+Computes FID, KID, precision/recall, IS and PPL of a tiny conditional StyleGAN2 (tiny_metrics.py; its weights
+read from the export NETWORK) on DATASET with the stand-in feature networks, with the dataset statistics cached under CACHE_DIR (`{pid}` in it is replaced by
 the process id: a cache directory that is not shared), FID a second time (from that cache), reports each result
 the way the trainer does (process 0 alone, into RUN_DIR), then FID once more through the command line
-(`calc_metrics.main`, on the export NETWORK of the same generator, results into RUN_DIR/cli), and writes the
-results this process computed to OUT.json.
+(`calc_metrics.main` on NETWORK, results into RUN_DIR/cli), and writes the results this process computed to
+OUT.json. The weights come from the file, not from `tiny_generator` here, so that both paths see bitwise the
+weights the test wrote: initialised in another process, under other XLA flags (subprocess_env), they differ in
+the last bits (the FIDs then differ at 1e-6).
 """
 
 import functools
@@ -26,12 +28,13 @@ if nproc > 1:
     jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=nproc, process_id=pid)
 
 sys.path.insert(0, __file__.rsplit('/', 1)[0])
-from tiny_metrics import fake_detectors, tiny_generator  # noqa: E402
+from tiny_metrics import fake_detectors  # noqa: E402
 from sg3jax import calc_metrics  # noqa: E402
 from sg3jax.metrics import metric_main  # noqa: E402
+from sg3jax.sampling.export import restore_generator  # noqa: E402
 
 # 20 generated images in batches of 8: the last batch is part padding, on every device count.
-kw = dict(G=tiny_generator('stylegan2', c_dim=3), dataset=dataset, cache_dir=cache_dir.format(pid=pid),
+kw = dict(G=restore_generator(network), dataset=dataset, cache_dir=cache_dir.format(pid=pid),
           detectors=fake_detectors(), num_gen=20, batch_size=8, progress=False)
 results = {}
 for name in ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'is50k', 'ppl2_wend', 'fid50k_full']:
