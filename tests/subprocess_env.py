@@ -4,9 +4,11 @@ A plain CPU user run: one device (none of the test session's 8 simulated ones), 
 default XLA's CPU backend at optimisation level 0. Those runs are tiny and short, so compiling is most of their
 time: level 0 compiles the tiny StyleGAN2 training run in 43 s instead of 66 (its 8 steps, with the session's
 compilation cache warm, take 18 s at either level; 2-core host). `fast_compile=False` keeps the default level
-for the StyleGAN3 runs, whose programs level 0 slows more than it speeds up their compiling: the tiny StyleGAN3-T
-run cold 64 s at level 0 / 62 s at the default, warm 34 / 25 s (49 / 26 CPU-s), and most of the tests' StyleGAN3
-runs find the cache warm. What those runs check (files, resumption, messages, what the trainer prints) does not
+for the single-process StyleGAN3 runs of test_loop, whose programs level 0 slows more than it speeds up their
+compiling: the tiny StyleGAN3-T run cold 64 s at level 0 / 62 s at the default, warm 34 / 25 s (49 / 26 CPU-s),
+and most of those runs find the cache warm (in a full run: SIGKILL during a save 101 -> 72 s, SIGTERM 95 -> 68).
+The two-process jobs of test_multihost stay at level 0 (at the default: their setup 114 -> 205 s, the SIGTERM
+job 199 -> 228). What those runs check (files, resumption, messages, what the trainer prints) does not
 depend on the code XLA generates; the tests that compare numbers with a reference run in the pytest process,
 compiled as users get them.
 """

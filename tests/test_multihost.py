@@ -175,9 +175,8 @@ class LoopJob:
             if nproc > 1:
                 common += ['--num-processes', str(nproc), '--port', str(port)]
             self.procs = [subprocess.Popen([sys.executable, str(LOOP_WORKER), *common, '--process-id', str(i)],
-                                           env=subprocess_env(fast_compile=False),     # StyleGAN3-T
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                           text=True) for i in range(nproc)]
+                                           env=subprocess_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, text=True) for i in range(nproc)]
             self.lines = [[] for _ in range(nproc)]
             self._watchdog = threading.Timer(TIMEOUT, self.kill)
             self._watchdog.daemon = True
