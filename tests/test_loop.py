@@ -26,10 +26,10 @@ WORKER = pathlib.Path(__file__).with_name('train_worker.py')
 KIMG = '0.064'          # 8 steps of the tiny config's batch 8; ticks of 2 steps, snapshots every 2 ticks
 TIMEOUT = 1800          # a safety net for a hung worker, not a performance bound (these hosts run at load 8)
 # 8 vs 4 devices sum the batch in another order. What a step computes from the batch (the gradient, so Adam's
-# moments, and the buffers) then differs by rounding relative to each tensor's largest value: measured up to 8.4e-5
-# (an affine layer's gradient, whose batch sum nearly cancels; one 4-device step compiled at XLA's optimisation
-# level 0, as the workers run, and at the default differs as much).
-# A wrong restart differs at O(0.1-1): the next batch instead of this one 0.12, another step key 3.5.
+# moments, and the buffers) then differs by rounding relative to each tensor's largest value: measured 1.4e-5 (8 vs
+# 4 devices, the mapping's first bias), and 8.4e-5 between one 4-device step compiled at XLA's level 0 and at the
+# default (an affine layer's gradient; both are sums that nearly cancel). A wrong restart differs at O(0.1-1):
+# the next batch instead of this one 0.12, another step key 3.5.
 RESTART_TOL = 1e-3
 
 
@@ -265,7 +265,6 @@ def test_restart_on_fewer_devices_continues_the_run(tmp_path):
     (step, meta, state), (ref_step, ref_meta, ref_state) = _final_state(run), _final_state(ref)
     assert step == ref_step == 2 and meta['nimg'] == ref_meta['nimg'] == 64 and meta['data_position'] == 2
     _assert_same_step_to_rounding(state, ref_state, json.loads((ref / 'training_options.json').read_text()))
-
 
 
 def _assert_same_step_to_rounding(state, ref, options):
