@@ -4,7 +4,8 @@
         OUT.json
 
 Computes FID, KID, precision/recall, IS and PPL of a tiny conditional StyleGAN2 (tiny_metrics.py; its weights
-read from the export NETWORK) on DATASET with the stand-in feature networks, with the dataset statistics cached under CACHE_DIR (`{pid}` in it is replaced by
+read from the export NETWORK) on DATASET with the stand-in feature networks, with the dataset statistics cached
+under CACHE_DIR (`{pid}` in it is replaced by
 the process id: a cache directory that is not shared), FID a second time (from that cache), reports each result
 the way the trainer does (process 0 alone, into RUN_DIR), then FID once more through the command line
 (`calc_metrics.main` on NETWORK, results into RUN_DIR/cli), and writes the results this process computed to

@@ -95,8 +95,8 @@ def test_generator_transform_parity(name):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', [n for n in G_CASES if n != 'sg3r_64'])
 def test_generator_ref_impl_parity(name):
-    """The reference op path (official op order, fused modconv) matches too. Not on sg3r_64 (100 s on this path,
-    two 2-core minutes): the path's one op of its own there, filtered_lrelu with radial filters, is checked on that
+    """The reference op path (official op order, fused modconv) matches too. Not on sg3r_64 (100 s on this path on a
+    2-core host): the path's one op of its own there, filtered_lrelu with radial filters, is checked on that
     network's layers (ops.npz r64_L2_radial, r64_L8_radial; test_ops), and the network itself on the fast path."""
     data, cfg, params, buffers = _load_G(name)
     _, synth = _G_fns(name, 'ref')
