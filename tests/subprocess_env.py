@@ -9,8 +9,8 @@ compiling: the tiny StyleGAN3-T run cold 64 s at level 0 / 62 s at the default, 
 and most of those runs find the cache warm (in a full run: SIGKILL during a save 101 -> 72 s, SIGTERM 95 -> 68).
 The two-process jobs of test_multihost stay at level 0: their times in clean-clone runs (setup 114-205 s) moved
 with the host's load at either level, so there is no measured case for changing them. What those runs check
-(files, resumption, messages, what the trainer prints) does not depend on the code XLA generates; the tests that compare numbers with a reference run in the pytest process,
-compiled as users get them.
+(files, resumption, messages, what the trainer prints) does not depend on the code XLA generates; the tests that
+compare numbers with a reference run in the pytest process, compiled as users get them.
 """
 
 import os
