@@ -282,10 +282,13 @@ def _assert_same_step_to_rounding(state, ref, options):
     close = lambda a, b, name: np.testing.assert_array_less(np.abs(a - b), RESTART_TOL * np.abs(b).max() + 1e-30,
                                                             err_msg=name)
     for key in ('step', 'nimg', 'nonfinite', 'augment'):
+        ours = flat(state[key])
         for name, a in flat(ref[key]).items():
-            np.testing.assert_array_equal(flat(state[key])[name], a, err_msg=f'{key}{name}')
+            np.testing.assert_array_equal(ours[name], a, err_msg=f'{key}{name}')
+    buffers = flat(state['buffers'])
     for name, a in flat(ref['buffers']).items():
-        close(flat(state['buffers'])[name], a, f'buffers{name}')
+        close(buffers[name], a, f'buffers{name}')
+    ema, ref_ema = flat(state['G_ema']), flat(ref['G_ema'])
     ulps = lambda w: 2 * np.spacing(np.abs(w).astype(np.float32)).astype(np.float64)
     for net in ('G', 'D'):
         adam, ref_adam = state[f'{net}_opt'][0], ref[f'{net}_opt'][0]
@@ -298,7 +301,6 @@ def _assert_same_step_to_rounding(state, ref, options):
                 close(moment[name], a, f'{net}_opt.{m}{name}')
         ratio = lambda mu, nu: mu / (1 - b1 ** t) / (np.sqrt(nu / (1 - b2 ** t)) + eps)
         weights, ref_weights = flat(state[net]), flat(ref[net])
-        ema, ref_ema = flat(state['G_ema']), flat(ref['G_ema'])
         for name, w_ref in ref_weights.items():
             r, r_ref = ratio(mu[name], nu[name]), ratio(ref_mu[name], ref_nu[name])
             bound = lr * np.abs(r - r_ref) + lr * 1e-6 * (np.abs(r) + np.abs(r_ref)) + ulps(w_ref)
