@@ -118,9 +118,7 @@ def test_sigkill_then_resume_is_exact(uninterrupted, tmp_path):
     step, meta, state = _final_state(tmp_path)
     ref_step, _, ref = _final_state(ref_dir)
     assert step == ref_step == 8
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ref), jax.tree.leaves(state)):
-        np.testing.assert_array_equal(b, a, err_msg=jax.tree_util.keystr(path))
-
+    _assert_equal_states(state, ref)
 
 
 def _assert_equal_states(state, ref):
@@ -333,10 +331,17 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path):
     assert 'resuming from' in out and 'step 2' in out and _final_state(tmp_path)[0] == 8
 
 
+class _Stopped(Exception):
+    """The run of test_metrics_at_snapshots, stopped while it computes a metric."""
+
+
 @pytest.mark.slow
 def test_metrics_at_snapshots(tmp_path, monkeypatch):
     """config.metrics runs at each snapshot on G_ema and appends the official JSON line to metric-<name>.jsonl
-    (eqt50k_int needs no dataset or feature network; its sample count is cut down for the test)."""
+    (eqt50k_int needs no dataset or feature network; its sample count is cut down for the test). A run stopped
+    after its last checkpoint, during that snapshot's metric, computes the metric when it is restarted (its
+    checkpoint state is the snapshot's), once: a second restart adds nothing and drops records and partial lines
+    that the checkpoint does not account for."""
     import functools
     import sg3jax.metrics as metrics_lib
     from train_worker import load_config, make_data, small_grid
@@ -344,14 +349,36 @@ def test_metrics_at_snapshots(tmp_path, monkeypatch):
     monkeypatch.setattr(metrics_lib, 'calc_metric',
                         functools.partial(metrics_lib.calc_metric, num_gen=8, batch_size=8))
     monkeypatch.setattr(loop, 'grid_shape', small_grid)
+    evaluate, calls = loop._evaluate_metrics, []
+
+    def stop_at_the_second_snapshot(names, *args):
+        calls.append(names)
+        if len(calls) == 2:
+            raise _Stopped
+        evaluate(names, *args)
+    monkeypatch.setattr(loop, '_evaluate_metrics', stop_at_the_second_snapshot)
     config = load_config('stylegan3_t', 'tiny')
     config.update(dict(kimg=0.064, batch_size=32, batch_gpu=4, metrics='eqt50k_int'))   # 2 steps on 8 devices
+    log_file = tmp_path / 'metric-eqt50k_int.jsonl'
+    train = lambda lines: loop.train(config, tmp_path, make_data=make_data, c_dim=0, img_channels=3,
+                                     log=lines.append)
+    with pytest.raises(_Stopped):
+        train([])                                   # snapshots at step 0 and at the end (step 2): stopped in the second
+    assert len(log_file.read_text().splitlines()) == 1 and ckpt.make_manager(tmp_path).latest_step() == 2
     lines = []
-    loop.train(config, tmp_path, make_data=make_data, c_dim=0, img_channels=3, log=lines.append)
-    records = [json.loads(l) for l in (tmp_path / 'metric-eqt50k_int.jsonl').read_text().splitlines()]
+    train(lines)
+    assert 'metrics of network-snapshot-000000 missing from its run (eqt50k_int): computing them' in lines
+    assert any(l.startswith('eqt50k_int: eqt50k_int ') for l in lines)
+    records = [json.loads(l) for l in log_file.read_text().splitlines()]
     assert [r['snapshot_pkl'] for r in records] == ['network-snapshot-000000', 'network-snapshot-000000']
     assert all(r['metric'] == 'eqt50k_int' and np.isfinite(r['results']['eqt50k_int']) for r in records)
-    assert any(l.startswith('eqt50k_int: eqt50k_int ') for l in lines)
+    assert records[0]['results'] != records[1]['results']          # G_ema at step 0, then at step 2
+    settled = log_file.read_text()
+    with open(log_file, 'a') as f:                   # a record the checkpoint does not know of, and a torn line
+        f.write(json.dumps(records[1]) + '\n{"results": {"eqt')
+    lines = []
+    train(lines)
+    assert len(calls) == 3 and not any('missing' in l for l in lines) and log_file.read_text() == settled
 
 
 def test_a_failed_grid_write_names_it_and_leaves_the_previous_grid(tmp_path):

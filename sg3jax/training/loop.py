@@ -161,8 +161,14 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     if step == 0:
         snapshot_images('fakes_init.png')
 
-    # Quality metrics at every snapshot (official --metrics), with G_ema.
+    # Quality metrics at every snapshot (official --metrics), with G_ema. A resumed run first brings the metric
+    # logs to its checkpoint: the records of snapshots after it go (they are made again), and the metrics of the
+    # checkpoint's own snapshot, if the run stopped before it wrote them, are computed now from the restored state.
     metric_list = config_lib.metric_names(run.metrics)
+    backfill = []
+    if restored is not None:
+        backfill = settle_metric_logs(workdir, meta.get('metric_records', {}), meta.get('metrics_due', False),
+                                      metric_list)
 
     # The loop.
     preemption = _Preemption()
@@ -178,6 +184,10 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     pending = []
     done = nimg >= total_nimg
     try:
+        if backfill:
+            log(f'metrics of {_snapshot_dir(workdir, nimg).name} missing from its run ({", ".join(backfill)}): '
+                f'computing them')
+            _evaluate_metrics(backfill, run, state, G_cfg, workdir, _snapshot_dir(workdir, nimg), writer, nimg, log)
         while not done:
             batch = to_device(next(data))
             state, metrics = steps_lib.train_step(state, batch, k_train, run, steps, step)
@@ -231,9 +241,13 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
             # Snapshots (every `snap` ticks, at the end, and on preemption): checkpoint, export, image grid.
             maint_start = time.time()
             if done or preempted or cur_tick % run.snap == 0:
-                meta = {'nimg': nimg, 'data_position': step, 'config': run_config}
+                # With the record count of each metric log before this snapshot's metrics (process 0 writes them),
+                # so that a resumed run can tell whether they were written (settle_metric_logs).
+                meta = {'nimg': nimg, 'data_position': step, 'config': run_config,
+                        'metric_records': {name: len(_metric_records(workdir, name)) for name in metric_list},
+                        'metrics_due': bool(metric_list) and not preempted}
                 ckpt.save(manager, step, state, meta, force=True)
-                snapshot = workdir / f'network-snapshot-{nimg // 1000:06d}'
+                snapshot = _snapshot_dir(workdir, nimg)
                 export_generator(snapshot, state['G_ema'], state['buffers']['G_ema'], G_cfg,
                                       extra={'kimg': nimg / 1000, 'step': step})
                 snapshot_images(f'fakes{nimg // 1000:06d}.png')
@@ -265,15 +279,56 @@ def trim_stats(path, kimg):
     path = pathlib.Path(path)
     if not path.exists():
         return
-    kept = []
+    kept = [line for line, record in _json_lines(path)
+            if isinstance(record, dict) and record.get('Progress/kimg', 0) <= kimg + 1e-9]
+    utils.write_text_atomic(path, ''.join(kept))
+
+
+def _json_lines(path):
+    """(line with its newline, parsed record) for each line of `path` that is JSON; a line cut short by a kill
+    during its append is left out."""
+    parsed = []
     for line in path.read_text().splitlines():
         try:
-            record = json.loads(line)
+            parsed.append((line + '\n', json.loads(line)))
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and record.get('Progress/kimg', 0) <= kimg + 1e-9:
-            kept.append(line + '\n')
-    utils.write_text_atomic(path, ''.join(kept))
+    return parsed
+
+
+def _snapshot_dir(workdir, nimg):
+    return workdir / f'network-snapshot-{nimg // 1000:06d}'
+
+
+def _metric_records(workdir, name):
+    """The complete lines of workdir/metric-<name>.jsonl, each with its newline (none for a missing file)."""
+    path = workdir / f'metric-{name}.jsonl'
+    return [line for line, _ in _json_lines(path)] if path.exists() else []
+
+
+def settle_metric_logs(workdir, counts, due, metric_list):
+    """Brings the metric logs of a resumed run to its checkpoint; returns the metrics of `metric_list` still to
+    compute for the checkpoint's snapshot, the same list on every process (process 0 reads and writes the files).
+
+    `counts` (checkpoint meta 'metric_records'): each log's record count before that snapshot's metrics; `due`:
+    whether they were to run (not at a SIGTERM stop). Each log keeps its first counts[name] records, plus the
+    snapshot's own when due: later records (of snapshots after the checkpoint, trained again now) and partial lines
+    go, so the logs hold each snapshot once. A log holding no record for a due snapshot (the run stopped after the
+    checkpoint, before or during the metric) is named in the result, if the metric is still in `metric_list`."""
+    if not metric_list:
+        return []
+    missing = np.zeros(len(metric_list), np.int32)
+    if jax.process_index() == 0:
+        for i, name in enumerate(metric_list):
+            if name not in counts:
+                continue
+            path, records, keep = workdir / f'metric-{name}.jsonl', _metric_records(workdir, name), counts[name] + due
+            if path.exists() and path.read_text() != ''.join(records[:keep]):
+                utils.write_text_atomic(path, ''.join(records[:keep]))
+            missing[i] = due and len(records) < keep
+    if jax.process_count() > 1:
+        missing = multihost_utils.broadcast_one_to_all(missing)
+    return [name for name, m in zip(metric_list, np.asarray(missing)) if m]
 
 
 def _evaluate_metrics(names, run, state, G_cfg, workdir, snapshot, writer, nimg, log):
