@@ -185,9 +185,9 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
     done = nimg >= total_nimg
     try:
         if backfill:
-            log(f'metrics of {_snapshot_dir(workdir, nimg).name} missing from its run ({", ".join(backfill)}): '
-                f'computing them')
-            _evaluate_metrics(backfill, run, state, G_cfg, workdir, _snapshot_dir(workdir, nimg), writer, nimg, log)
+            snapshot = _snapshot_dir(workdir, nimg)
+            log(f'metrics of {snapshot.name} missing from its run ({", ".join(backfill)}): computing them')
+            _evaluate_metrics(backfill, run, state, G_cfg, workdir, snapshot, writer, nimg, log)
         while not done:
             batch = to_device(next(data))
             state, metrics = steps_lib.train_step(state, batch, k_train, run, steps, step)
@@ -244,7 +244,8 @@ def train(config, workdir, *, make_data, c_dim, img_channels, log=print):
                 # With the record count of each metric log before this snapshot's metrics (process 0 writes them),
                 # so that a resumed run can tell whether they were written (settle_metric_logs).
                 meta = {'nimg': nimg, 'data_position': step, 'config': run_config,
-                        'metric_records': {name: len(_metric_records(workdir, name)) for name in metric_list},
+                        'metric_records': {name: len(_json_lines(_read_metric_log(workdir, name)[1]))
+                                           for name in metric_list},
                         'metrics_due': bool(metric_list) and not preempted}
                 ckpt.save(manager, step, state, meta, force=True)
                 snapshot = _snapshot_dir(workdir, nimg)
@@ -279,16 +280,16 @@ def trim_stats(path, kimg):
     path = pathlib.Path(path)
     if not path.exists():
         return
-    kept = [line for line, record in _json_lines(path)
+    kept = [line for line, record in _json_lines(path.read_text())
             if isinstance(record, dict) and record.get('Progress/kimg', 0) <= kimg + 1e-9]
     utils.write_text_atomic(path, ''.join(kept))
 
 
-def _json_lines(path):
-    """(line with its newline, parsed record) for each line of `path` that is JSON; a line cut short by a kill
-    during its append is left out."""
+def _json_lines(text):
+    """(line with its newline, parsed record) for each line of `text` (a JSON-lines file) that is JSON; a line cut
+    short by a kill during its append is left out."""
     parsed = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             parsed.append((line + '\n', json.loads(line)))
         except json.JSONDecodeError:
@@ -300,10 +301,11 @@ def _snapshot_dir(workdir, nimg):
     return workdir / f'network-snapshot-{nimg // 1000:06d}'
 
 
-def _metric_records(workdir, name):
-    """The complete lines of workdir/metric-<name>.jsonl, each with its newline (none for a missing file)."""
+def _read_metric_log(workdir, name):
+    """(path, text) of workdir/metric-<name>.jsonl, named as metric_main.report_metric writes it; the text is ''
+    for a log not written yet."""
     path = workdir / f'metric-{name}.jsonl'
-    return [line for line, _ in _json_lines(path)] if path.exists() else []
+    return path, path.read_text() if path.exists() else ''
 
 
 def settle_metric_logs(workdir, counts, due, metric_list):
@@ -322,8 +324,9 @@ def settle_metric_logs(workdir, counts, due, metric_list):
         for i, name in enumerate(metric_list):
             if name not in counts:
                 continue
-            path, records, keep = workdir / f'metric-{name}.jsonl', _metric_records(workdir, name), counts[name] + due
-            if path.exists() and path.read_text() != ''.join(records[:keep]):
+            (path, text), keep = _read_metric_log(workdir, name), counts[name] + due
+            records = [line for line, _ in _json_lines(text)]
+            if text != ''.join(records[:keep]):          # never true of a missing file: nothing is created
                 utils.write_text_atomic(path, ''.join(records[:keep]))
             missing[i] = due and len(records) < keep
     if jax.process_count() > 1:
