@@ -5,8 +5,9 @@ default XLA's CPU backend at optimisation level 0. Those runs are tiny and short
 time: level 0 compiles the tiny StyleGAN2 training run in 43 s instead of 66 (its 8 steps, with the session's
 compilation cache warm, take 18 s at either level; 2-core host). `fast_compile=False` keeps the default level
 for the single-process StyleGAN3 runs of test_loop, whose programs level 0 slows more than it speeds up their
-compiling: the tiny StyleGAN3-T run cold 64 s at level 0 / 62 s at the default, warm 34 / 25 s (49 / 26 CPU-s),
-and most of those runs find the cache warm (in a full run: SIGKILL during a save 101 -> 72 s, SIGTERM 95 -> 68).
+compiling: the run of tests/train_worker.py (4 synthesis layers) cold 42 s at level 0 / 59 s at the default, warm
+27 / 21 s (31 / 22 CPU-s), and most of those runs find the cache warm (measured with the official 14 layers in a
+full run: SIGKILL during a save 101 -> 72 s, SIGTERM 95 -> 68).
 The two-process jobs of test_multihost stay at level 0: their times in clean-clone runs (setup 114-205 s) moved
 with the host's load at either level, so there is no measured case for changing them. What those runs check
 (files, resumption, messages, what the trainer prints) does not depend on the code XLA generates; the tests that

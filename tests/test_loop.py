@@ -26,10 +26,11 @@ WORKER = pathlib.Path(__file__).with_name('train_worker.py')
 KIMG = '0.064'          # 8 steps of the tiny config's batch 8; ticks of 2 steps, snapshots every 2 ticks
 TIMEOUT = 1800          # a safety net for a hung worker, not a performance bound (these hosts run at load 8)
 # 8 vs 4 devices sum the batch in another order. What a step computes from the batch (the gradient, so Adam's
-# moments, and the buffers) then differs by rounding relative to each tensor's largest value: measured 1.4e-5 (8 vs
-# 4 devices, the mapping's first bias), and 8.4e-5 between one 4-device step compiled at XLA's level 0 and at the
-# default (an affine layer's gradient; both are sums that nearly cancel). A wrong restart differs at O(0.1-1):
-# the next batch instead of this one 0.12, another step key 3.5.
+# moments, and the buffers) then differs by rounding relative to each tensor's largest value: measured 1.3e-6 (8 vs
+# 4 devices, D's last bias; 1.4e-5 with the official 14 synthesis layers, the mapping's first bias), and 8.4e-5
+# between one 4-device step compiled at XLA's level 0 and at the default (14 layers; an affine layer's gradient;
+# both are sums that nearly cancel). A wrong restart differs at O(0.1-1): the next batch instead of this one 0.12,
+# another step key 3.5 (14 layers).
 RESTART_TOL = 1e-3
 
 
@@ -226,7 +227,7 @@ def test_an_interrupted_fine_tuning_run_continues_exactly(uninterrupted, fine_tu
     assert f'resuming from {tmp_path}/run/checkpoints step 5 ' in out and 'resume: ' not in out, out
     _assert_equal_states(_final_state(tmp_path / 'run')[2], _final_state(fine_tuned[0])[2])
 
-def test_restart_with_other_settings_is_refused_before_anything_is_read(uninterrupted, tmp_path):
+def test_restart_with_other_settings_is_refused_before_anything_is_read(uninterrupted, tmp_path, monkeypatch):
     """A restart whose config changes the networks or the optimisation is one error naming each field with both
     values, raised before the state is restored (other channel counts: Orbax would fail on the shapes); the run
     directory is left as it was, training_options.json included. (This process has 8 devices, so the batch must
@@ -237,6 +238,7 @@ def test_restart_with_other_settings_is_refused_before_anything_is_read(uninterr
     options = (workdir / 'training_options.json').read_text()
     config = train_worker.worker_config()
     config.update(dict(kimg=1.0, batch_size=32, cbase=2048, gamma=2.0))
+    monkeypatch.setattr(config_lib, 'resolve', train_worker.tiny_synthesis(config_lib.resolve))
     with pytest.raises(config_lib.ResumeConflict) as e:
         loop.train(config, workdir, make_data=train_worker.make_data, c_dim=0, img_channels=3, log=lambda s: None)
     message = str(e.value)
@@ -344,8 +346,9 @@ def test_metrics_at_snapshots(tmp_path, monkeypatch):
     that the checkpoint does not account for."""
     import functools
     import sg3jax.metrics as metrics_lib
-    from train_worker import load_config, make_data, small_grid
+    from train_worker import load_config, make_data, small_grid, tiny_synthesis
     from sg3jax.training import loop
+    monkeypatch.setattr(config_lib, 'resolve', tiny_synthesis(config_lib.resolve))
     monkeypatch.setattr(metrics_lib, 'calc_metric',
                         functools.partial(metrics_lib.calc_metric, num_gen=8, batch_size=8))
     monkeypatch.setattr(loop, 'grid_shape', small_grid)

@@ -4,7 +4,9 @@
                                         [--nan-at-step STEP] [--devices N] [--batch N] [--resume PATH]
                                         [--freezed N] [--metrics NAMES]
 
-The dataset: 64 fixed 16x16 RGB images; global batch i is a fixed function of i, so a resumed run sees exactly
+StyleGAN3's synthesis has 4 layers in these runs instead of the tiny config's (official) 14, built alike (as
+tests/tiny_training.py: every kind of layer, the last critically sampled): `tiny_synthesis`. The dataset: 64 fixed
+16x16 RGB images; global batch i is a fixed function of i, so a resumed run sees exactly
 the batches an uninterrupted one would have seen next. The run uses ADA (aug='ada' with a short ada_kimg, so p
 moves within the run), so the augmentation state is trained, checkpointed and resumed like the rest.
 
@@ -74,6 +76,21 @@ def make_data_fn(nan_at_step=None, process_index=0, process_count=1):
 make_data = make_data_fn()
 
 
+def tiny_synthesis(resolve):
+    """`config.resolve` for these runs: StyleGAN3's synthesis with 4 layers (the official 14 made most of a run's
+    time: tracing, compiling and running its programs). What the tests of the loop check (files, resumption,
+    messages) does not depend on the depth. StyleGAN2 runs are left as they are."""
+    from sg3jax.training import config as config_lib
+
+    def resolve_tiny(config, *args, **kwargs):
+        run = resolve(config, *args, **kwargs)
+        if run.cfg == 'stylegan2':
+            return run
+        G_cfg, _ = config_lib.network_kwargs(run)
+        return config_lib.replace(run, G_kwargs={**G_cfg, 'num_layers': 4, 'num_critical': 1})
+    return resolve_tiny
+
+
 def worker_config(name='stylegan3_t'):
     config = load_config(name, 'tiny')
     config.update(dict(aug='ada', ada_kimg=0.1, target=0.0))    # p moves by 8 * 4 / 100 every 4 steps
@@ -139,7 +156,9 @@ if __name__ == '__main__':
     import sg3jax.metrics as metrics_lib
     metrics_lib.calc_metric = functools.partial(metrics_lib.calc_metric, num_gen=8, batch_size=8)
     from sg3jax.training import checkpoint as ckpt
+    from sg3jax.training import config as config_lib
     from sg3jax.training import loop
+    config_lib.resolve = tiny_synthesis(config_lib.resolve)
     loop.grid_shape = small_grid
     save_image_grid = loop.save_image_grid
 
