@@ -346,7 +346,7 @@ def test_metrics_at_snapshots(tmp_path, monkeypatch):
     that the checkpoint does not account for."""
     import functools
     import sg3jax.metrics as metrics_lib
-    from train_worker import load_config, make_data, small_grid, tiny_synthesis
+    from train_worker import make_data, small_grid, tiny_synthesis, worker_config
     from sg3jax.training import loop
     monkeypatch.setattr(config_lib, 'resolve', tiny_synthesis(config_lib.resolve))
     monkeypatch.setattr(metrics_lib, 'calc_metric',
@@ -360,8 +360,10 @@ def test_metrics_at_snapshots(tmp_path, monkeypatch):
             raise _Stopped
         evaluate(names, *args)
     monkeypatch.setattr(loop, '_evaluate_metrics', stop_at_the_second_snapshot)
-    config = load_config('stylegan3_t', 'tiny')
-    config.update(dict(kimg=0.064, batch_size=32, batch_gpu=4, metrics='eqt50k_int'))   # 2 steps on 8 devices
+    # 2 steps on 8 devices: the training programs of test_restart_on_fewer_devices's 8-device run, found in the
+    # session's compilation cache (tests/conftest.py).
+    config = worker_config()
+    config.update(dict(kimg=0.064, batch_size=32, metrics='eqt50k_int'))
     log_file = tmp_path / 'metric-eqt50k_int.jsonl'
     train = lambda lines: loop.train(config, tmp_path, make_data=make_data, c_dim=0, img_channels=3,
                                      log=lines.append)
