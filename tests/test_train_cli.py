@@ -17,7 +17,6 @@ from sg3jax import quickstart, train
 from sg3jax.training import checkpoint as ckpt
 from sg3jax.training import config as config_lib
 from subprocess_env import subprocess_env
-from train_worker import load_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 1800          # a safety net for a hung run, not a performance bound
@@ -120,7 +119,7 @@ def _refused(capsys, config, workdir, dry_run=False):
 
 def test_trainer_refuses_bad_input_before_anything_runs(quickstart_run, tmp_path, capsys):
     digits = str(quickstart_run[0] / 'digits16')
-    config = load_config('stylegan3_t', 'tiny')
+    config = config_lib.get_config('stylegan3-t', 'tiny')
     config.batch_size = 32
     assert _refused(capsys, config, None) == ('error: --workdir is required (the run directory: checkpoints, logs, '
                                               'sample grids)')
