@@ -367,11 +367,10 @@ def test_tiny_sg3_g_step_compiles(v5e_2x2):
     sampled), which cuts its compile by a third (113 -> 74 s on a 2-core host). (Dmain runs the same G forward without gradients; D's phases are
     StyleGAN2's D, compiled above; the EMA has no network.)"""
     from sg3jax.training import config as config_lib
+    from tiny_training import with_sg3_layers
     config = config_lib.get_config('stylegan3-t', 'tiny')
     config.batch_size = 16
-    run = plan.resolve_for(config, v5e_2x2)
-    G_cfg, _ = config_lib.network_kwargs(run)
-    run = config_lib.replace(run, G_kwargs={**G_cfg, 'num_layers': 4, 'num_critical': 1})
+    run = with_sg3_layers(plan.resolve_for(config, v5e_2x2), 4)
     p = plan.Plan(run, v5e_2x2, plan.compile_phases(run, v5e_2x2.devices, ['Gmain']), plan.DEFAULT_HBM_FRACTION)
     assert set(p.phases) == {'Gmain'}
     assert p.fits and all(ph.peak_bytes > 0 and ph.flops > 0 and not ph.oom for ph in p.phases.values())

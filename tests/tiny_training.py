@@ -23,11 +23,16 @@ def tiny_run(batch_size=32, batch_gpu=4, cfg='stylegan3-t', c_dim=0, sg3_layers=
     config.update({**dict(resolution=16, batch_size=batch_size, batch_gpu=batch_gpu, cbase=512, cmax=32, z_dim=16,
                           w_dim=16, glr=0.0025, dlr=0.002, gamma=1.0, blur_init_sigma=2.0, blur_fade_kimg=1.0,
                           ema_kimg=0.01, aug='noaug', cond=c_dim > 0), **fields})
-    run = config_lib.resolve(config, num_devices=1, c_dim=c_dim)
-    if cfg != 'stylegan2':
-        G_cfg, _ = config_lib.network_kwargs(run)
-        run = config_lib.replace(run, G_kwargs={**G_cfg, 'num_layers': sg3_layers, 'num_critical': 1})
-    return run
+    return with_sg3_layers(config_lib.resolve(config, num_devices=1, c_dim=c_dim), sg3_layers)
+
+
+def with_sg3_layers(run, n):
+    """Resolved config `run` with a StyleGAN3 synthesis of `n` layers built alike, the last critically sampled
+    (the official 14); a StyleGAN2 `run` as it is."""
+    if run.cfg == 'stylegan2':
+        return run
+    G_cfg, _ = config_lib.network_kwargs(run)
+    return config_lib.replace(run, G_kwargs={**G_cfg, 'num_layers': n, 'num_critical': 1})
 
 
 def with_networks(run, G_cfg=None, D_cfg=None):

@@ -72,15 +72,8 @@ def tiny_synthesis(resolve):
     compiling and running their programs took a run 29 s instead of 21 with the compilation cache warm, 72 instead
     of 59 cold (2-core host). What the tests of the loop check (files, resumption, messages) does not depend on
     the depth. StyleGAN2 runs are left as they are."""
-    from sg3jax.training import config as config_lib
-
-    def resolve_tiny(config, *args, **kwargs):
-        run = resolve(config, *args, **kwargs)
-        if run.cfg == 'stylegan2':
-            return run
-        G_cfg, _ = config_lib.network_kwargs(run)
-        return config_lib.replace(run, G_kwargs={**G_cfg, 'num_layers': 4, 'num_critical': 1})
-    return resolve_tiny
+    from tiny_training import with_sg3_layers
+    return lambda config, *args, **kwargs: with_sg3_layers(resolve(config, *args, **kwargs), 4)
 
 
 def worker_config(cfg='stylegan3-t'):
