@@ -148,6 +148,7 @@ def test_sigkill_during_an_async_save_resumes_from_the_last_committed_step(unint
     _assert_equal_states(state, ref)
 
 
+@pytest.mark.slow
 def test_a_truncated_newest_checkpoint_falls_back_and_the_run_ends_where_it_would_have(uninterrupted, tmp_path):
     """The newest checkpoint of a finished run (step 8) loses half of its largest file; restarted, the run
     reports it, moves it to damaged-checkpoints/, resumes from step 5 and trains steps 6-8 again, ending bitwise
@@ -199,6 +200,7 @@ def fine_tuned(uninterrupted, tmp_path_factory):
     return workdir, Worker(workdir, '--resume', str(uninterrupted[0]), '--freezed', '3').finish()
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_a_run_with_freeze_d(uninterrupted, fine_tuned):
     """--resume=<the uninterrupted run> --freezed=3: the run reports what it copied, trains from step 0 with a
     fresh ADA p (the config's, as the official trainer), and ends with its frozen D layers bitwise those of the

@@ -120,6 +120,7 @@ def test_equivariant_pattern_scores_high_and_invariant_pattern_low(which):
 #----------------------------------------------------------------------------
 # End to end.
 
+@pytest.mark.slow
 def test_tiny_stylegan3_equivariance_runs_end_to_end():
     G = tiny_generator()
     r = metric_main.calc_metric('eqt50k_int', G=G, num_gen=8, progress=False)

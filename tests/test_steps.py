@@ -19,6 +19,7 @@ from tiny_training import batch as _batch, gradient_recorder, init_state, tiny_r
 SHARDING_CASES = [('stylegan3-t', ('Gmain', 'Dmain')), ('stylegan2', ('Greg',))]
 
 
+@pytest.mark.slow                   # 106-116 s a case on this host
 @pytest.mark.parametrize('cfg,phases', SHARDING_CASES)
 def test_sharded_gradients_match_single_device(cfg, phases, monkeypatch):
     """Phases of one training step on 1 and on 8 devices, with the optimiser replaced by a recorder of the
@@ -88,7 +89,7 @@ def test_lazy_regularisation_adam_and_ema_formulas():
     assert int(new['step']) == 1 and int(new['nimg']) == 72
 
 
-@pytest.mark.parametrize('policy', ['stop', 'skip'])
+@pytest.mark.parametrize('policy', ['stop', pytest.param('skip', marks=pytest.mark.slow)])
 def test_nonfinite_loss_is_recorded_with_step_and_phase(policy):
     """A NaN real image makes the R1 phase's loss NaN."""
     run = tiny_run(nan_policy=policy, **REMAT_RUN)
@@ -119,6 +120,7 @@ def _D_phases(state, batch, key, run, steps, step):
     return state, metrics
 
 
+@pytest.mark.slow
 def test_ada_heuristic_moves_p_by_the_sign_of_the_real_logits():
     """aug='ada': every D pass over reals (Dmain, Dreg) adds sign(D(real)) to the state's accumulator; after every
     ada_interval-th minibatch p <- max(p + sign(mean - target) * batch * interval / (ada_kimg * 1000), 0) and the
@@ -147,11 +149,12 @@ def test_ada_heuristic_moves_p_by_the_sign_of_the_real_logits():
         assert float(m['Progress/augment']) == pytest.approx(float(after['p']))
 
 
+@pytest.mark.slow
 def test_fixed_augmentation_is_applied_at_p():
     """aug='fixed': p stays at config.p through the steps (the EMA phase, where ADA would move it) and is logged.
     The augment pipe itself runs at the state's p, which is a traced scalar: with p = 0.5 D's loss differs from
     p = 0 (the identity). That part runs ADA's D step (test_ada_heuristic's program; aug='fixed' builds its D
-    passes alike), so only the small EMA phase is compiled here."""
+    passes alike), so when both run only the small EMA phase is compiled here."""
     fixed = tiny_run(batch_size=8, aug='fixed', p=0.5)
     state, ema = init_state(fixed), steps_lib.make_steps(fixed)['ema']
     assert float(state['augment']['p']) == 0.5

@@ -263,6 +263,7 @@ def test_gen_images_argument_errors(nets, tmp_path, capsys):
     assert not (tmp_path / 'o').exists() or _files(tmp_path / 'o') == []
 
 
+@pytest.mark.slow
 def test_gen_images_stylegan2_noise_and_transform(tmp_path):
     cfg = _cfg(arch='stylegan2')
     params, buffers = jax.jit(lambda k: generator.init(k, cfg))(jax.random.key(2))
@@ -415,6 +416,7 @@ def test_avg_spectra_cli(nets, tmp_path, capsys):
 
 #----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_gen_images_subprocess_smoke(nets, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     r = subprocess.run([sys.executable, '-m', 'sg3jax.gen_images', '--network', str(nets['uncond']),

@@ -62,6 +62,7 @@ def test_quickstart_trains_the_conditional_digits_model(quickstart_run):
     assert Image.open(img_dir / 'seed0000.png').size == (16, 16)
 
 
+@pytest.mark.slow
 def test_dry_run_through_launch_script_prints_config_and_memory(quickstart_run, tmp_path):
     """A tiny conditional StyleGAN2 on the quickstart's digits: the resolved config shows what came from the data
     (10 classes, 1 channel) and the values derived after the override (ema_kimg = batch * 10 / 32), then every
@@ -164,6 +165,7 @@ def test_trainer_refuses_a_workdir_whose_checkpoints_all_fail(quickstart_run, tm
     assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()) == steps
 
 
+@pytest.mark.slow
 def test_trainer_refuses_a_resume_source_it_cannot_use(quickstart_run, tmp_path, capsys):
     """--config.resume naming nothing, or a file that is no network pickle: one line each, no checkpoint."""
     config = quickstart.quickstart_config('stylegan2', str(quickstart_run[0] / 'digits16'))

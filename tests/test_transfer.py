@@ -186,6 +186,7 @@ def test_freeze_d_counts_layers_as_the_official_code():
         'b16.fromrgb.weight', 'b16.skip.weight', 'b8.conv0.bias', 'b8.conv0.weight']
 
 
+@pytest.mark.slow
 def test_freeze_d_leaves_the_frozen_layers_bitwise_and_trains_the_rest():
     """Three steps of every phase with --freezed=5: the frozen D parameters are bitwise their initial values
     (Adam keeps no state for them), every other D parameter moves, and G trains as without Freeze-D."""
