@@ -92,8 +92,8 @@ def _matmul_conv(x, w, *, role, window_strides, padding, lhs_dilation, rhs_dilat
     """The CPU lowering of conv_p. Forward convolutions, grouped ones, other ranks and integer types are XLA's.
     An input gradient of a stride-1 convolution is XLA's convolution too, given at least one sample of padding on
     every side (`_padded_xla_conv`). The other derivatives, of two spatial dimensions, become loops of
-    dot_generals (no layout change of the large operand for an input gradient, one transpose of it for a weight
-    gradient, whose contraction over N, H, W is then one plain GEMM per position)."""
+    dot_generals (no layout change of the large operand when it is NHWC: an input gradient contracts its minor
+    dimension per tap, a weight gradient contracts one 2-D window [(N, H, W), I] over its rows per position)."""
     params = dict(window_strides=window_strides, padding=padding, lhs_dilation=lhs_dilation,
                   rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                   feature_group_count=feature_group_count, batch_group_count=batch_group_count,
