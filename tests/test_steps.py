@@ -59,7 +59,8 @@ def test_sharded_gradients_match_single_device(cfg, phases, monkeypatch):
         assert eight < one / 4, (one, eight)
 
 
-# test_remat's StyleGAN3 config, so that these tests reuse its compiled initialisation and R1 step.
+# test_remat's StyleGAN3 config, so that these tests reuse its compiled initialisation and R1 step when both run
+# (test_remat is `slow`).
 REMAT_RUN = dict(batch_size=8, sg3_layers=14)
 
 

@@ -142,7 +142,7 @@ def _matmul_conv(x, w, *, role, window_strides, padding, lhs_dilation, rhs_dilat
         # contracting the input features and the window: [(F, KH, KW), B]^T x [(I, KH, KW), O]. Both operands are
         # laid out with B and O minor (for NHWC activations and gradients that is their own layout, no copy), so
         # each window is one 2-D matrix and the contraction is over its rows: faster than a transposed x with B
-        # major, 2.5x at 64 channels (benchmarks/ops_notes.md).
+        # major, up to 2.5x at 64 channels (benchmarks/ops_notes.md).
         x_fhwb = jnp.transpose(x, (f_, h_, w_, b_))
         w_mat = jnp.transpose(w, (i_, kh_, kw_, o_)).reshape(-1, w.shape[o_])     # [(I, KH, KW), O]
 
