@@ -92,8 +92,8 @@ def _matmul_conv(x, w, *, role, window_strides, padding, lhs_dilation, rhs_dilat
     """The CPU lowering of conv_p. Forward convolutions, grouped ones, other ranks and integer types are XLA's.
     An input gradient of a stride-1 convolution is XLA's convolution too, given at least one sample of padding on
     every side (`_padded_xla_conv`). The other derivatives, of two spatial dimensions, become loops of
-    dot_generals (no layout change of the large operand when it is NHWC: an input gradient contracts its minor
-    dimension per tap, a weight gradient contracts one 2-D window [(N, H, W), I] over its rows per position)."""
+    dot_generals (no layout change of the large operand for an input gradient, one transpose of it for a weight
+    gradient, whose contraction over N, H, W is then one plain GEMM per position)."""
     params = dict(window_strides=window_strides, padding=padding, lhs_dilation=lhs_dilation,
                   rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                   feature_group_count=feature_group_count, batch_group_count=batch_group_count,
@@ -139,16 +139,15 @@ def _matmul_conv(x, w, *, role, window_strides, padding, lhs_dilation, rhs_dilat
     out_labels = [{out_spec[0]: 'b', out_spec[1]: 'o', out_spec[2]: 'h', out_spec[3]: 'w'}[d] for d in range(4)]
     if oh * ow < kh * kw:
         # Few output positions (a weight gradient): one matmul per position over its whole input window,
-        # contracting the input features and the window: [(F, KH, KW), B]^T x [(I, KH, KW), O]. Both operands are
-        # laid out with B and O minor (for NHWC activations and gradients that is their own layout, no copy), so
-        # each window is one 2-D matrix and the contraction is over its rows: faster than a transposed x with B
-        # major, up to 2.5x at 64 channels (benchmarks/ops_notes.md).
-        x_fhwb = jnp.transpose(x, (f_, h_, w_, b_))
+        # contracting the input features and the window: [B, (F, KH, KW)] x [(I, KH, KW), O]. Both operands are
+        # first laid out so that this is a plain row-major GEMM (faster than contracting x's major dimensions in
+        # place: benchmarks/ops_notes.md); the copies are one pass over each.
+        x_bfhw = jnp.transpose(x, (b_, f_, h_, w_))
         w_mat = jnp.transpose(w, (i_, kh_, kw_, o_)).reshape(-1, w.shape[o_])     # [(I, KH, KW), O]
 
         def position(p):
-            win = window(x_fhwb, 1, 2, (p // ow) * sh, (p % ow) * sw, kh, kw, dh, dw)
-            return dot(win.reshape(-1, win.shape[-1]), w_mat, (((0,), (0,)), ((), ())))  # [B, O]
+            win = window(x_bfhw, 2, 3, (p // ow) * sh, (p % ow) * sw, kh, kw, dh, dw)
+            return dot(win.reshape(win.shape[0], -1), w_mat, (((1,), (0,)), ((), ())))  # [B, O]
         y = lax.map(position, jnp.arange(oh * ow)) if oh * ow > 1 else position(0)[None]
         y = y.reshape(oh, ow, *y.shape[1:])                                         # [OH, OW, B, O]
         res_labels = ['h', 'w', 'b', 'o']
