@@ -8,13 +8,16 @@ Implementations with identical semantics:
                    direct translation of the official `_upfirdn2d_ref`.
   * `impl='fast'`: polyphase. Upsampling never materialises the zeros: output phase q of an up-x FIR only meets
                    every `up`-th tap, so it is a short FIR on the input grid; downsampling only evaluates the kept
-                   outputs (strided windows). Separable filters become sums of shifted slices that XLA fuses
-                   into one loop. For a non-separable (radial, StyleGAN3-R) filter that is a sum of 144 shifted
-                   slices (12x12 taps), and lowered for a TPU (`lax.platform_dependent`, so a CPU host planning a
-                   TPU job gets the TPU program) it becomes one depthwise convolution with `lhs_dilation = up` and
-                   `window_strides = down`: the TPU compiler keeps many of the slices live at once, several times
-                   the StyleGAN3-R G's temporary memory. Separable filters keep the slices on TPU too (as
-                   convolutions they needed more memory there). On CPU and GPU every filter keeps them (on CPU a
+                   outputs (strided windows). Separable filters become two passes (W, then H), each a sum of
+                   shifted slices that XLA fuses into one loop; on CPU the H pass reads the W pass's output from
+                   memory (`_after_materialising`), where XLA would otherwise fuse the two passes and run the
+                   first once per tap of the second. For a non-separable (radial, StyleGAN3-R) filter the fast
+                   path is a sum of 144 shifted slices (12x12 taps), and lowered for a TPU
+                   (`lax.platform_dependent`, so a CPU host planning a TPU job gets the TPU program) it becomes
+                   one depthwise convolution with `lhs_dilation = up` and `window_strides = down`: the TPU
+                   compiler keeps many of the slices live at once, several times the StyleGAN3-R G's temporary
+                   memory. Separable filters keep the slices on TPU too (as convolutions they needed more memory
+                   there). On CPU and GPU every filter keeps them (on CPU a
                    radial filter's slices were faster than a convolution; on GPU every filter as convolutions was
                    slower, and the radial ones alone gave a small gain in one measurement, not taken).
   * `impl='conv'`: every filter as such depthwise convolutions (a 1-D filter as one per axis), on any platform.
@@ -277,8 +280,20 @@ def _upfirdn2d_fast(x, f, up, down, padding, flip_filter, gain):
     if not flip_filter:
         gy, gx = gy[::-1], gx[::-1]
     x = _fir_1d(x, np.ascontiguousarray(gx), axis=2, up=upx, down=downx, p0=px0, p1=px1)
-    x = _fir_1d(x, np.ascontiguousarray(gy), axis=1, up=upy, down=downy, p0=py0, p1=py1)
-    return x
+    h_pass = lambda x: _fir_1d(x, np.ascontiguousarray(gy), axis=1, up=upy, down=downy, p0=py0, p1=py1)
+    if len(gx) > 1 and len(gy) > 1:
+        return lax.platform_dependent(x, cpu=lambda x: _after_materialising(h_pass, x), default=h_pass)
+    return h_pass(x)
+
+
+def _after_materialising(fn, x):
+    """fn(x), with x written to memory first. XLA:CPU fuses the H pass of a separable filter into the W pass
+    before it, and a loop fusion evaluates a producer once per read, so each output then runs the W pass once per
+    H tap (144 multiply-adds for 12-tap filters instead of 24; benchmarks/ops_notes.md). A conditional is a fusion
+    boundary: its operand is materialised. Both branches are `fn`, so whichever the predicate (that x's first
+    value is not NaN, which the compiler cannot know) picks, the result is fn(x)."""
+    first = x[(0,) * x.ndim]
+    return lax.cond(first == first, fn, fn, x)
 
 def _upfirdn2d_fast_with_vjp(x, f, up, down, padding, flip_filter, gain):
     """The fast path with its adjoint as the gradient: upfirdn2d is linear in x, and its transpose is another
