@@ -57,9 +57,9 @@ def pytest_runtest_makereport(item, call):
 # The longest test files first (measured on a 2-core host, 2026-12-04): pytest-xdist hands out whole files in
 # collection order (pyproject: `--dist loadfile --no-loadscope-reorder`), so the workers finish together instead
 # of one running a long file alone at the end (xdist's own order, by number of tests, left one worker alone for
-# the last 6 of 17 minutes of the default suite). The files whose tests are all `slow` lead: they start first in
-# CI and are not in the default run, whose order, the rest of the list, they leave as it is. Files not named keep
-# their order, after these.
+# the last 6 of 17 minutes of the default suite). The files whose tests are all or mostly `slow` lead: they start
+# first in CI, and in the default run they hold nothing (multihost, notebook) or a few short tests (remat), so
+# its order is the rest of the list. Files not named keep their order, after these.
 LONGEST_FIRST = ['test_multihost.py', 'test_remat.py', 'test_notebook.py',
                  'test_loop.py', 'test_networks.py', 'test_loss.py', 'test_train_cli.py', 'test_ops.py',
                  'test_mixed_precision.py', 'test_augment.py', 'test_tools.py', 'test_steps.py', 'test_plan.py',

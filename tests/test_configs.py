@@ -234,6 +234,12 @@ BAD = [  # (cfg, overrides, device count, exception, message)
     ('stylegan3-t', dict(metrics='fid50k_full,fid51k'), 8, ValueError, r"config\.metrics .* unknown metric 'fid51k'"),
     ('stylegan2', dict(magnitude_ema_beta=0.9), 8, ValueError, r'config\.magnitude_ema_beta .* StyleGAN3 only'),
     ('stylegan3-t', dict(), 0, ValueError, r'the device count must be a positive int'),
+    ('stylegan3-t', dict(remat=True, remat_policy='convs'), 8, ValueError,
+     r"config\.remat_policy \('convs'\) must be one of \('inputs', 'masks', 'masks_and_convs'\)"),
+    ('stylegan3-t', dict(remat_policy='masks'), 8, ValueError,
+     r"config\.remat_policy \('masks'\) .* needs config\.remat=True"),
+    ('stylegan2', dict(remat=True, remat_policy='masks_and_convs'), 8, ValueError,
+     r"config\.remat_policy \('masks_and_convs'\) .* stylegan3-t/-r config"),
 ]
 
 
@@ -308,7 +314,7 @@ def test_resume_changes_lists_what_a_restart_may_not_change():
     config = get('stylegan3-t', 'tiny,data=/data/x')
     saved = json.loads(json.dumps(config_lib.resolve(config, num_devices=2).to_dict(), default=str))
     free = get('stylegan3-t', 'tiny,data=/data/moved', kimg=5.0, tick=1.0, snap=3, metrics='fid50k_full',
-               batch_gpu=4, keep_checkpoints=1, remat=True)
+               batch_gpu=4, keep_checkpoints=1, remat=True, remat_policy='masks')
     assert config_lib.resume_changes(saved, config_lib.resolve(free, num_devices=1)) == []
     changed = get('stylegan3-t', 'tiny,data=/data/x', batch_size=16, glr=0.001, gamma=2.0, cbase=2048)
     run = config_lib.resolve(changed, num_devices=2)

@@ -202,6 +202,12 @@ def test_plan_table_resumes_from_its_phase_cache(monkeypatch, tmp_path):
     assert len(compiled) == 14
     # A row with a remedy suffix is planned with it; unknown rows or suffixes are one clear error.
     assert plan_table.row_config('r512+remat+bf16').remat and plan_table.row_config('r512+bf16').precision == 'bfloat16'
+    masks = plan_table.row_config('t256+remat_masks')
+    assert masks.remat and masks.remat_policy == 'masks'
+    assert plan_table.row_config('t256+remat_convs').remat_policy == 'masks_and_convs'
+    label = lambda **run: plan_table.remat_label(types.SimpleNamespace(**run))
+    assert label(remat=True, remat_policy='masks') == ' + remat (masks)'
+    assert label(remat=True, remat_policy='inputs') == ' + remat' and label(remat=False, remat_policy='inputs') == ''
     with pytest.raises(ValueError, match="unknown suffix.*'t256\\+fast'"):
         plan_table.parse_row('t256+fast')
     with pytest.raises(ValueError, match="unknown row 't128'"):

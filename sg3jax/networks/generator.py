@@ -137,7 +137,9 @@ def synthesis(params, buffers, ws, cfg, noise_mode='const', noise_key=None, fuse
     `fused_modconv` None = config default. `impl`: 'fast' or 'ref' (the official op order; slower).
     `mixed_dtype`: jnp.bfloat16 or jnp.float16 runs the top `num_fp16_res` resolutions in that dtype (mixed
     precision, official fp16 layers); None = float32 everywhere. `remat`: recompute each layer (SG3) or block
-    (SG2) in the backward pass instead of keeping its internals (training memory; same values)."""
+    (SG2) in the backward pass instead of keeping its internals (training memory; same values): True, or for
+    StyleGAN3 what each layer keeps besides its input ('inputs' = True, 'masks', 'masks_and_convs':
+    synthesis_sg3.REMAT_POLICIES)."""
     return _synthesis(params, buffers, ws, cfg, False, noise_mode, noise_key, fused_modconv, transform, impl,
                       mixed_dtype, remat)[0]
 
@@ -160,6 +162,9 @@ def _synthesis(params, buffers, ws, cfg, update_emas, noise_mode, noise_key, fus
         return img, {**buffers, 'synthesis': sb}
     if transform is not None:
         raise ValueError('transform is a StyleGAN3 input option; StyleGAN2 has a constant input')
+    if remat not in (False, True, 'inputs'):
+        raise ValueError(f'remat={remat!r}: the remat policies are for StyleGAN3 layers; StyleGAN2 takes '
+                         'remat=True (each block recomputed whole) or False')
     img = synthesis_sg2.synthesis_apply(params['synthesis'], buffers['synthesis'], ws, s.synthesis,
                                         noise_mode=noise_mode, noise_key=noise_key, fused_modconv=fused_modconv,
                                         impl=impl, mixed_dtype=mixed_dtype, remat=remat)

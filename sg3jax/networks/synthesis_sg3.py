@@ -17,6 +17,8 @@ from jax import lax
 from sg3jax import utils
 from sg3jax.networks.layers import fc_apply, fc_init, lerp
 from sg3jax.ops import design_lowpass_filter, filtered_lrelu, modulated_conv2d
+from sg3jax.ops.filtered_lrelu import MASK_NAME
+from sg3jax.ops.modulated_conv2d import CONV_NAME
 
 # Official SynthesisNetwork / SynthesisLayer defaults (networks_stylegan3.py).
 SYNTHESIS_DEFAULTS = dict(
@@ -264,13 +266,38 @@ def synthesis_activations(params, buffers, ws, spec: SynthesisSpec, transform=No
     return img, acts
 
 
+# What a rematerialised layer keeps for its backward pass besides its input (`remat`; config.remat_policy).
+#   'inputs':          nothing more: the backward pass runs the whole layer's forward again.
+#   'masks':           filtered_lrelu's packed 2-bit sign/clamp mask (about a byte per input value): the backward
+#                      runs the modulated convolution again, but not the FIR chain (up-FIR, activation, down-FIR).
+#   'masks_and_convs': the modulated convolution's output too (an output-sized float): only elementwise work (the
+#                      styled input, the demodulation coefficients) is computed again.
+REMAT_POLICIES = {
+    'inputs': None,
+    'masks': jax.checkpoint_policies.save_only_these_names(MASK_NAME),
+    'masks_and_convs': jax.checkpoint_policies.save_only_these_names(MASK_NAME, CONV_NAME),
+}
+
+
+def remat_layer(run_layer, remat):
+    """`run_layer` as `remat` asks: False as it is; True or 'inputs', 'masks', 'masks_and_convs' (REMAT_POLICIES)
+    wrapped in `jax.checkpoint` with that policy."""
+    if not remat:
+        return run_layer
+    name = 'inputs' if remat is True else remat
+    if name not in REMAT_POLICIES:
+        raise ValueError(f'remat must be False, True or one of {sorted(REMAT_POLICIES)}, got {remat!r}')
+    return jax.checkpoint(run_layer, policy=REMAT_POLICIES[name])
+
+
 def _synthesis(params, buffers, ws, spec: SynthesisSpec, update_emas, transform, impl, mixed_dtype, remat):
     """(img, new_buffers, activations). `mixed_dtype` (jnp.bfloat16 / jnp.float16): the compute dtype of
     the layers the official code runs in fp16 on CUDA (`use_fp16`: sampling rate * 2**num_fp16_res >
     img_resolution, i.e. the highest-resolution layers); None = float32 everywhere, the official CPU behaviour.
-    `remat`: rematerialise each layer (`jax.checkpoint`) under differentiation: only the layers' inputs are kept
-    for the backward pass and each layer's internals (the modulated convolution's output, filtered_lrelu's packed
-    sign mask) are recomputed from them; same values, about one more forward of compute."""
+    `remat`: rematerialise each layer (`jax.checkpoint`) under differentiation: False keeps what autodiff keeps
+    (the styled input and output of each modulated convolution, filtered_lrelu's packed sign mask); True (=
+    'inputs') keeps only the layers' inputs and recomputes the rest from them, about one more forward of compute;
+    'masks' and 'masks_and_convs' keep those too (REMAT_POLICIES). The same values in every case."""
     if ws.ndim != 3 or ws.shape[1:] != (spec.num_ws, spec.w_dim):
         raise ValueError(f'ws must have shape [N, {spec.num_ws}, {spec.w_dim}], got {ws.shape}')
     ws = ws.astype(jnp.float32)
@@ -282,8 +309,7 @@ def _synthesis(params, buffers, ws, spec: SynthesisSpec, update_emas, transform,
         dtype = mixed_dtype if (mixed_dtype is not None and layer.use_fp16) else jnp.float32
         run_layer = functools.partial(synthesis_layer, layer=layer, spec=spec, update_emas=update_emas, impl=impl,
                                       dtype=dtype)
-        if remat:
-            run_layer = jax.checkpoint(run_layer)
+        run_layer = remat_layer(run_layer, remat)
         x, new_buffers[layer.name] = run_layer(params[layer.name], buffers[layer.name], x, ws[:, i + 1])
         acts[layer.name] = x
     if spec.output_scale != 1:

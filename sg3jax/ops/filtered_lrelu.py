@@ -8,7 +8,8 @@ Two backward passes with the same numbers:
     by `slope`; bit 1: it was clamped, so its gradient is 0), and whose backward is the adjoint down-FIR, that
     mask, and the adjoint up-FIR. Nothing upsampled in float is kept for the backward pass. The backward is made
     of differentiable ops, so a gradient of a gradient (R1-like penalties, path length through G) works: the mask
-    is piecewise constant, its derivative zero, as the reference's.
+    is piecewise constant, its derivative zero, as the reference's. The packed mask is named `MASK_NAME`
+    (`jax.ad_checkpoint.checkpoint_name`), so a `jax.checkpoint` policy can keep it.
 """
 
 from typing import Optional, Sequence, Union
@@ -16,11 +17,15 @@ from typing import Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from sg3jax.ops.bias_act import bias_act
 from sg3jax.ops.upfirdn2d import _parse_padding, _parse_scaling, upfirdn2d
 
 _NEGATIVE, _CLAMPED = 1, 2      # the mask's bits
+# The packed mask's name for `jax.checkpoint` policies: a rematerialised layer that saves it backpropagates
+# through this op without running its forward again (synthesis_sg3.REMAT_POLICIES).
+MASK_NAME = 'filtered_lrelu_mask'
 
 
 def filtered_lrelu(
@@ -92,7 +97,7 @@ def _with_mask_backward(up_fir, down_fir, gain, slope, clamp, x, b):
         if clamp is not None:
             mask = mask | jnp.where(jnp.abs(y) > clamp, _CLAMPED, 0).astype(jnp.uint8)
             y = jnp.clip(y, -clamp, clamp)
-        return down_fir(y), _pack(mask)
+        return down_fir(y), checkpoint_name(_pack(mask), MASK_NAME)
 
     @jax.custom_vjp
     def fn(x, b):

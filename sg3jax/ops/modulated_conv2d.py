@@ -15,9 +15,12 @@ from typing import Optional
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 from sg3jax.ops.bias_act import broadcast_like
 from sg3jax.ops.conv2d_resample import conv2d, conv2d_resample
+
+CONV_NAME = 'modulated_conv'  # the dense form's convolution output, before demodulation
 
 
 def _grouped_per_sample(x, wmod, conv):
@@ -73,7 +76,9 @@ def modulated_conv2d(
         return _grouped_per_sample(x, wmod, lambda x1, w1, g: conv2d(x1, w1, padding=pad, groups=g))
 
     xs = s if gain is None else s * gain
-    y = conv2d(x * broadcast_like(xs[:, None, None, :], x), w, padding=pad)
+    # Named for `jax.checkpoint` policies: the demodulation's gradient needs this output, so a rematerialised
+    # layer that keeps it does not run the convolution again (synthesis_sg3.REMAT_POLICIES).
+    y = checkpoint_name(conv2d(x * broadcast_like(xs[:, None, None, :], x), w, padding=pad), CONV_NAME)
     if demodulate:
         # sum_{i,k} (w[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 * sum_k w[o,i,k]^2
         dcoefs = lax.rsqrt(jnp.square(s) @ jnp.sum(jnp.square(w), axis=(2, 3)).T + 1e-8)  # [N,O]

@@ -449,7 +449,7 @@ def format_plan(plan: Plan) -> str:
                  f'{plan.hbm_fraction:.0%}), global batch {run.batch_size} ({run.batch_per_device}/device), '
                  f'precision {run.precision}' + (f' in the top {run.num_fp16_res} resolutions'
                                                  if run.precision != 'float32' else '') +
-                 (', rematerialised' if run.remat else ''))
+                 (f', rematerialised (layers keep: {run.remat_policy})' if run.remat else ''))
     if chip is not None:
         rate = 'bf16 peak' if run.precision != 'float32' else 'fp32 = bf16 peak / 6 (Precision.HIGHEST)'
         lines.append(f'# peak per device: {plan.flops_rate / 1e12:.1f} TFLOP/s ({rate}), '

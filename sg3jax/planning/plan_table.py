@@ -43,8 +43,11 @@ ROWS = {
 
 
 # A row may carry the plan's remedies as suffixes (`t256+remat`, `r512+bf16+remat`): on 16 GiB chips the
-# StyleGAN3 rows fit only with them, and a rematerialised step also compiles in about half the time.
-VARIANTS = {'remat': {'remat': True}, 'bf16': {'precision': 'bfloat16', 'fp32': False}}
+# StyleGAN3 rows fit only with them, and a rematerialised step also compiles in about half the time. The
+# `remat_masks` and `remat_convs` suffixes rematerialise with a StyleGAN3 layer policy (config.remat_policy).
+VARIANTS = {'remat': {'remat': True}, 'bf16': {'precision': 'bfloat16', 'fp32': False},
+            'remat_masks': {'remat': True, 'remat_policy': 'masks'},
+            'remat_convs': {'remat': True, 'remat_policy': 'masks_and_convs'}}
 
 
 def parse_row(name):
@@ -69,6 +72,13 @@ def row_config(name):
     if config.gamma is None:
         config.gamma = config_lib.recommended_gamma(cfg, config.resolution, config.batch_size)
     return config
+
+
+def remat_label(run):
+    """' + remat', ' + remat (masks)' and so on: how a row's run rematerialises; '' when it does not."""
+    if not run.remat:
+        return ''
+    return ' + remat' + (f' ({run.remat_policy})' if run.remat_policy != 'inputs' else '')
 
 
 def versions():
@@ -151,7 +161,7 @@ def render(topology, rows, pending):
         if skipped:
             mem += f'; {", ".join(skipped)} not compiled'
         precision = p.run.precision + (f' (top {p.run.num_fp16_res} res)' if p.run.precision != 'float32' else '')
-        lines.append(f'| {p.run.cfg}{" + remat" if p.run.remat else ""} | {p.run.resolution} | '
+        lines.append(f'| {p.run.cfg}{remat_label(p.run)} | {p.run.resolution} | '
                      f'{p.run.batch_size} ({p.run.batch_per_device}) | {precision} | {mem} | '
                      f'{"yes" if p.fits else "**no**"} | {f(p.sec_per_kimg)} | {f(p.xla_sec_per_kimg)} | '
                      f'{f(off[0]) if off else "-"} | {f(off[1]) if off else "-"} | '

@@ -25,12 +25,14 @@ from ml_collections import config_dict
 
 from sg3jax.metrics.metric_main import is_valid_metric, list_valid_metrics
 from sg3jax.networks import presets
+from sg3jax.networks.synthesis_sg3 import REMAT_POLICIES as _REMAT_POLICIES
 from sg3jax.training.augment import PRESETS as AUG_PRESETS
 
 CFGS = presets.CFGS
 AUGS = ('noaug', 'ada', 'fixed')
 PRECISIONS = ('float32', 'bfloat16', 'float16')
 NAN_POLICIES = ('stop', 'skip')
+REMAT_POLICIES = tuple(_REMAT_POLICIES)     # ('inputs', 'masks', 'masks_and_convs')
 
 # The config files, at the top of the repository (sg3jax is installed from a clone, `pip install -e .`).
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'configs'
@@ -81,6 +83,10 @@ def shared_config(cfg: str) -> config_dict.ConfigDict:
     c.remat              = False        # Recompute each G layer/block and D block in the backward pass instead
                                         # of keeping its activations: ~1 more forward of compute, less memory
                                         # where they are large (StyleGAN2, D; README: Rematerialisation).
+    c.remat_policy       = 'inputs'     # With remat, what each StyleGAN3 G layer keeps besides its input:
+                                        # 'inputs' (nothing: all recomputed) | 'masks' (filtered_lrelu's 2-bit
+                                        # masks: the conv recomputed, not the FIR chain) | 'masks_and_convs'
+                                        # (the conv outputs too: only elementwise work recomputed).
 
     # Optimisation: Adam, betas (0, 0.99), eps 1e-8 (official train.py).
     c.glr                = ph(float)    # G learning rate; set by the config file (official: 0.0025, or 0.002 SG2).
@@ -300,6 +306,12 @@ def validate(config, num_devices: int, require_data: bool = True) -> None:
         raise ValueError(f"config.fp32=True disables mixed precision: config.precision ({c.precision!r}) must "
                          "then be 'float32'")
     int_at_least('num_fp16_res', 0)
+    need(isinstance(c.remat, bool), 'remat', 'must be True or False')
+    need(c.remat_policy in REMAT_POLICIES, 'remat_policy', f'must be one of {REMAT_POLICIES}')
+    if c.remat_policy != 'inputs' and not (c.remat and c.cfg != 'stylegan2'):
+        raise ValueError(f'config.remat_policy ({c.remat_policy!r}) chooses what a rematerialised StyleGAN3 G '
+                         'layer keeps: it needs config.remat=True and a stylegan3-t/-r config (StyleGAN2 blocks '
+                         "and D blocks are recomputed whole); leave it 'inputs' otherwise")
 
     # Optimisation and loss.
     num_in('glr', 0)
@@ -466,7 +478,8 @@ def replace(run, **fields) -> config_dict.FrozenConfigDict:
 # checkpoints and metrics, and remat (the same values, other memory). Every other field changes the networks, the
 # optimisation or the random stream, so a run resumed with it changed would not be the run its checkpoint holds.
 RESUMABLE_FIELDS = frozenset({
-    'data', 'data_dir', 'workers', 'prefetch', 'batch_gpu', 'remat', 'kimg', 'tick', 'snap', 'keep_checkpoints',
+    'data', 'data_dir', 'workers', 'prefetch', 'batch_gpu', 'remat', 'remat_policy', 'kimg', 'tick', 'snap',
+    'keep_checkpoints',
     'nan_policy', 'resume', 'resume_kimg', 'metrics', 'detector_dir', 'metrics_cache_dir'})
 
 

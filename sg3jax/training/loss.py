@@ -55,7 +55,8 @@ def blur(img, sigma, max_sigma: float):
 class StyleGAN2Loss:
     """The official StyleGAN2Loss with its options bound once (training/loss.py names and defaults), and how the
     networks run: `mbstd_fn` (discriminator.apply), `fused_modconv`, `mixed_dtype` and `remat`
-    (generator.synthesis). `sg3jax.training.steps` builds one from the resolved config's `loss_kwargs`."""
+    (generator.synthesis: False, True or a StyleGAN3 layer policy; D's blocks are recomputed whole when it is
+    not False). `sg3jax.training.steps` builds one from the resolved config's `loss_kwargs`."""
     G_cfg: dict
     D_cfg: dict
     r1_gamma: Any = 10.0                # a float, or a traced scalar (one program for several weights)
@@ -68,7 +69,7 @@ class StyleGAN2Loss:
     mbstd_fn: Optional[Callable] = None
     fused_modconv: Optional[bool] = None
     mixed_dtype: Any = None
-    remat: bool = False
+    remat: Any = False
 
     def pl_batch_size(self, batch_size: int) -> int:
         """Samples of a minibatch the path-length penalty uses (official batch // pl_batch_shrink)."""
@@ -118,7 +119,7 @@ class StyleGAN2Loss:
         if augment is not None:
             img = augment(img)
         return discriminator.apply(D_params, img, c, self.D_cfg, mbstd_fn=self.mbstd_fn,
-                                   mixed_dtype=self.mixed_dtype, remat=self.remat)
+                                   mixed_dtype=self.mixed_dtype, remat=bool(self.remat))
 
     #------------------------------------------------------------------------
     # Phases. `cur_nimg` (images shown so far) sets the D-input blur; `augment(x, key)` is the augment pipe.

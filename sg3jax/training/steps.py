@@ -145,7 +145,7 @@ def make_steps(run, mesh=None) -> Dict[str, Callable]:
         G_cfg, D_cfg, **run.loss_kwargs, mbstd_fn=chunked_minibatch_std(mesh, run.batch_gpu),
         # SG2 trains with the dense (non-fused) modconv, as the official fused_modconv_default='inference_only'.
         fused_modconv=False if generator.spec(G_cfg).arch == 'stylegan2' else None,
-        mixed_dtype=mixed_dtype(run), remat=run.remat)
+        mixed_dtype=mixed_dtype(run), remat=run.remat and run.remat_policy)
     intervals = dict(run.phases)
     aug_spec = augment_lib.make_spec(run.augpipe) if run.aug != 'noaug' else None
 
