@@ -17,9 +17,9 @@ Implementations with identical semantics:
                    one depthwise convolution with `lhs_dilation = up` and `window_strides = down`: the TPU
                    compiler keeps many of the slices live at once, several times the StyleGAN3-R G's temporary
                    memory. Separable filters keep the slices on TPU too (as convolutions they needed more memory
-                   there). On CPU and GPU every filter keeps them (on CPU a
-                   radial filter's slices were faster than a convolution; on GPU every filter as convolutions was
-                   slower, and the radial ones alone gave a small gain in one measurement, not taken).
+                   there). On CPU and GPU every filter keeps them (on CPU a radial filter's slices were faster
+                   than a convolution; on GPU every filter as convolutions was slower, and the radial ones alone
+                   gave a small gain in one measurement, not taken).
   * `impl='conv'`: every filter as such depthwise convolutions (a 1-D filter as one per axis), on any platform.
 Measurements: benchmarks/ops_notes.md.
 """

@@ -479,8 +479,7 @@ def replace(run, **fields) -> config_dict.FrozenConfigDict:
 # optimisation or the random stream, so a run resumed with it changed would not be the run its checkpoint holds.
 RESUMABLE_FIELDS = frozenset({
     'data', 'data_dir', 'workers', 'prefetch', 'batch_gpu', 'remat', 'remat_policy', 'kimg', 'tick', 'snap',
-    'keep_checkpoints',
-    'nan_policy', 'resume', 'resume_kimg', 'metrics', 'detector_dir', 'metrics_cache_dir'})
+    'keep_checkpoints', 'nan_policy', 'resume', 'resume_kimg', 'metrics', 'detector_dir', 'metrics_cache_dir'})
 
 
 class ResumeConflict(ValueError):
