@@ -76,6 +76,9 @@ def _layer_fn(remat):
     return (lambda P, x: jnp.sum(run(P, x) * weights)), G['synthesis'][layer.name], x
 
 
+_DTYPES = {'f32': jnp.float32, 'bf16': jnp.bfloat16, 'f16': jnp.float16, 'u8': jnp.uint8, 'i32': jnp.int32}
+
+
 def _saved_residuals(fn, *args):
     """[(bytes, description)] of what autodiff keeps for fn's backward pass, as
     `jax.ad_checkpoint.print_saved_residuals` prints it ('f32[2,20,20,32] named ... from ...'), without fn's
@@ -92,8 +95,6 @@ def _saved_residuals(fn, *args):
             saved.append((size, m.group(3)))
     return saved
 
-
-_DTYPES = {'f32': jnp.float32, 'bf16': jnp.bfloat16, 'f16': jnp.float16, 'u8': jnp.uint8, 'i32': jnp.int32}
 
 
 @pytest.fixture(scope='module')
